@@ -101,8 +101,10 @@ class AnnotationController:
     """
 
     def __init__(self, core, frames, s2m_factory: Callable[[int], object], fbrs=None,
-                 workspace: Workspace | None = None, log: Callable[[str], None] | None = None):
+                 workspace: Workspace | None = None, log: Callable[[str], None] | None = None,
+                 amp: bool = False):
         self.core = core
+        self.amp = amp
         self.frames = frames
         self.s2m_factory = s2m_factory
         self.num_objects = int(core.num_objects)
@@ -161,6 +163,15 @@ class AnnotationController:
         if workspace is not None:
             self._open_workspace()
         self.log("Initialized.")
+
+    def _net_context(self) -> contextlib.ExitStack:
+        """No autograd, and fp16 autocast on CUDA unless --no_amp (as the original). Thread-local:
+        entered on whichever thread runs the networks."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        if self.amp:
+            stack.enter_context(torch.autocast(device_type="cuda"))
+        return stack
 
     # ------------------------------------------------------------------ console / status
     def log(self, text: str) -> None:
@@ -256,10 +267,8 @@ class AnnotationController:
     def _restore_frame(self, t: int, mask: np.ndarray) -> None:
         """Put a saved mask back into the core: hard probabilities + displayed mask."""
         prob = self._onehot(mask)
-        if hasattr(self.core, "set_prob"):
-            self.core.set_prob(t, prob)
-        else:
-            self.core.prob[:, t] = prob.to(self.core.prob.device)
+        # the soft probabilities are not saved (too large for long videos): the hard mask stands in
+        self.core.probs.set(t, prob)
         self.core.update_mask_only(prob, t)
 
     def autosave(self, frames=None) -> None:
@@ -481,6 +490,14 @@ class AnnotationController:
             return
         self.user_timer.pause()
         try:
+            with self._net_context():
+                self._release(x, y)
+        finally:
+            self.pressed = self.ctrl_drag = self.right_click = False
+            self.user_timer.start()
+
+    def _release(self, x: float, y: float) -> None:
+        if True:
             if self.ctrl_drag:
                 self.vis.clear()
                 self.ctrl_drag = False
@@ -506,9 +523,6 @@ class AnnotationController:
                 if not self.in_local_mode:
                     # a crash now must not lose this frame's edit
                     self.autosave(frames=[self.cursor])
-        finally:
-            self.pressed = self.ctrl_drag = self.right_click = False
-            self.user_timer.start()
 
     # ------------------------------------------------------------------ interaction bookkeeping
     def update_interacted_mask(self) -> None:
@@ -563,6 +577,10 @@ class AnnotationController:
     def undo(self) -> None:
         if self.busy:
             return
+        with self._net_context():
+            self._undo()
+
+    def _undo(self) -> None:
         if self.in_local_mode:
             li = self.local_interaction
             if li is not None and li.can_undo():
@@ -602,8 +620,7 @@ class AnnotationController:
         (the next propagation needs them for the difference masks)."""
         if self.in_local_mode or self.busy:
             return
-        self.core.masks[self.cursor].zero_()
-        self.core.np_masks[self.cursor].fill(0)
+        self.core.clear_mask(self.cursor)
         self.reset_this_interaction()
         self._viz_cache = None
         self.log(f"Reset frame {self.cursor}.")
@@ -678,8 +695,9 @@ class AnnotationController:
         start, done, total, finished = time.perf_counter(), 0, 0, False
         steps = self.core.interact_iter(self.interacted_mask, self.cursor)
         try:
-            for done, total in steps:
-                yield done, total
+            with self._net_context():
+                for done, total in steps:
+                    yield done, total
             finished = True
         finally:
             steps.close()
