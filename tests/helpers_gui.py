@@ -66,3 +66,20 @@ class FakeFBRS:
         if self.history:
             self.history.pop()
         return self.history[-1].clone() if self.history else None
+
+
+def session_args(**overrides):
+    """Parsed command-line arguments of the GUI with test defaults (CPU, no f-BRS file needed)."""
+    from gui.session import build_parser
+    args = build_parser().parse_args([])
+    args.device = "cpu"
+    args.fbrs_model = ""
+    for k, v in overrides.items():
+        setattr(args, k, v)
+    return args
+
+
+def image_to_label(x: float, y: float, label_w: int, label_h: int, img_w: int, img_h: int) -> tuple[int, int]:
+    """Inverse of ``gui.controller.view_to_image``: where image pixel (x, y) lies on the canvas label."""
+    ratio = min(label_h / img_h, label_w / img_w)
+    return int(round(x * ratio + (label_w - img_w * ratio) / 2)), int(round(y * ratio + (label_h - img_h * ratio) / 2))
