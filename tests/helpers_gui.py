@@ -83,3 +83,20 @@ def image_to_label(x: float, y: float, label_w: int, label_h: int, img_w: int, i
     """Inverse of ``gui.controller.view_to_image``: where image pixel (x, y) lies on the canvas label."""
     ratio = min(label_h / img_h, label_w / img_w)
     return int(round(x * ratio + (label_w - img_w * ratio) / 2)), int(round(y * ratio + (label_h - img_h * ratio) / 2))
+
+
+_NETWORKS: dict = {}
+
+
+def formula_networks(formula, folder: Path):
+    """Load (once per test process) the formula-weight networks through the real loaders.
+    Returns ``(gui.session.Networks, {name: checkpoint path})``."""
+    if "nets" not in _NETWORKS:
+        from gui.session import Networks
+        from model.factory import load_fusion, load_propagation, load_s2m
+        torch.set_num_threads(2)
+        paths = write_formula_checkpoints(formula, folder)
+        nets = Networks(load_propagation(paths["propagation_model"]), load_fusion(paths["fusion"]),
+                        load_s2m(paths["s2m"]), None)
+        _NETWORKS["nets"] = (nets, paths)
+    return _NETWORKS["nets"]

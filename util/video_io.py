@@ -99,7 +99,6 @@ class FrameSource:
                 self._cache.move_to_end(t)
                 return frame
             frame = resize_frame(self._decode(t), self.size)
-            frame.setflags(write=False)   # shared between readers: nobody may draw on it
             self._cache[t] = frame
             while len(self._cache) > self._cache_frames:
                 self._cache.popitem(last=False)
