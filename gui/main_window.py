@@ -200,8 +200,9 @@ class MainWindow(QWidget):
         self.mode_group = QButtonGroup(self)
         for r in (self.radio_scribble, self.radio_click, self.radio_free):
             self.mode_group.addButton(r)
-            r.toggled.connect(self.on_mode)
         {"Scribble": self.radio_scribble, "Click": self.radio_click, "Free": self.radio_free}[c.mode].setChecked(True)
+        for r in (self.radio_scribble, self.radio_click, self.radio_free):
+            r.toggled.connect(self.on_mode)
         self.brush_label = QLabel()
         self.brush_slider = QSlider(Qt.Horizontal)
         self.brush_slider.setMinimum(1)
