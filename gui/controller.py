@@ -371,18 +371,20 @@ class AnnotationController:
         return np.asarray(self.core.np_masks[self.cursor])
 
     def _viz(self) -> np.ndarray:
+        # read the cache once: the worker thread may reset it while the GUI thread draws
+        cache = self._viz_cache
         if self.in_local_mode:
-            key = ("local", self.overlay_mode, self.local_np_mask.tobytes().__hash__())
-            if self._viz_cache is None or self._viz_cache[0] != key:
-                self._viz_cache = (key, overlay(self.local_np_im, self.local_np_mask, self.overlay_mode,
-                                                self.num_objects))
-            return self._viz_cache[1]
-        mask = self.current_mask()
-        key = ("global", self.cursor, self.overlay_mode, hash(mask.tobytes()))
-        if self._viz_cache is None or self._viz_cache[0] != key:
-            self._viz_cache = (key, overlay(np.asarray(self.frames[self.cursor]), mask, self.overlay_mode,
-                                            self.num_objects))
-        return self._viz_cache[1]
+            key = ("local", self.overlay_mode, hash(self.local_np_mask.tobytes()))
+            if cache is None or cache[0] != key:
+                cache = (key, overlay(self.local_np_im, self.local_np_mask, self.overlay_mode, self.num_objects))
+        else:
+            mask = np.array(self.current_mask())
+            key = ("global", self.cursor, self.overlay_mode, hash(mask.tobytes()))
+            if cache is None or cache[0] != key:
+                cache = (key, overlay(np.asarray(self.frames[self.cursor]), mask, self.overlay_mode,
+                                      self.num_objects))
+        self._viz_cache = cache
+        return cache[1]
 
     def render(self, with_brush: bool = True) -> np.ndarray:
         """The canvas image ``h×w×3`` uint8: overlay, strokes, brush preview / local rectangle."""
@@ -497,32 +499,31 @@ class AnnotationController:
             self.user_timer.start()
 
     def _release(self, x: float, y: float) -> None:
-        if True:
-            if self.ctrl_drag:
-                self.vis.clear()
-                self.ctrl_drag = False
-                self.enter_local_control(bbox_from_points(self.local_start, (x, y)))
+        if self.ctrl_drag:
+            self.vis.clear()
+            self.ctrl_drag = False
+            self.enter_local_control(bbox_from_points(self.local_start, (x, y)))
+        else:
+            self.log("Interaction %s at frame %d." % (self.mode, self.cursor))
+            interaction = self._active()
+            if self.mode in ("Scribble", "Free"):
+                self.move(x, y)
+                interaction.end_path()
+                if self.mode == "Free":
+                    (self.local_vis if self.in_local_mode else self.vis).clear()
             else:
-                self.log("Interaction %s at frame %d." % (self.mode, self.cursor))
-                interaction = self._active()
-                if self.mode in ("Scribble", "Free"):
-                    self.move(x, y)
-                    interaction.end_path()
-                    if self.mode == "Free":
-                        (self.local_vis if self.in_local_mode else self.vis).clear()
-                else:
-                    vis = self.local_vis if self.in_local_mode else self.vis
-                    interaction.push_point(x, y, self.right_click, vis)
-                mask = interaction.predict()
-                if self.in_local_mode:
-                    self.local_interacted_mask = mask
-                else:
-                    self.interacted_mask = mask
-                    self.pending_frame = self.cursor
-                self.update_interacted_mask()
-                if not self.in_local_mode:
-                    # a crash now must not lose this frame's edit
-                    self.autosave(frames=[self.cursor])
+                vis = self.local_vis if self.in_local_mode else self.vis
+                interaction.push_point(x, y, self.right_click, vis)
+            mask = interaction.predict()
+            if self.in_local_mode:
+                self.local_interacted_mask = mask
+            else:
+                self.interacted_mask = mask
+                self.pending_frame = self.cursor
+            self.update_interacted_mask()
+            if not self.in_local_mode:
+                # a crash now must not lose this frame's edit
+                self.autosave(frames=[self.cursor])
 
     # ------------------------------------------------------------------ interaction bookkeeping
     def update_interacted_mask(self) -> None:
@@ -608,6 +609,7 @@ class AnnotationController:
             else:
                 self.reset_this_interaction()
                 self.interacted_mask = self.core.get_prob(self.cursor).clone()
+            self.pending_frame = self.cursor
             if self.vis_hist:
                 self.vis.restore(self.vis_hist.pop())
         self.log("Undo.")
@@ -688,6 +690,11 @@ class AnnotationController:
             return
         if self.interacted_mask is None:
             self.log("Cannot propagate! No interacted mask!")
+            return
+        if self.pending_frame is not None and self.pending_frame != self.cursor:
+            # the original would propagate frame N's edit as if drawn here: refuse instead
+            self.log(f"Cannot propagate from frame {self.cursor}: the last edit is on frame {self.pending_frame}; "
+                     "go back there (or edit this frame) and propagate.")
             return
         self.user_timer.pause()
         self.busy = True

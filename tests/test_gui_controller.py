@@ -423,3 +423,24 @@ def test_view_to_image_mapping():
     assert view_to_image(0, 100, 400, 400, 200, 100) == (0.0, 0.0)
     assert view_to_image(200, 200, 400, 400, 200, 100) == (100.0, 50.0)
     assert view_to_image(399, 399, 400, 400, 200, 100) == (199.0, 99.0)    # clamped
+
+
+def test_propagate_refuses_an_edit_from_another_frame(nets, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    assert list(c.propagate_iter()) == []
+    assert c.console[-1].endswith("Cannot propagate! No interacted mask!")
+    paint(c, 1)
+    c.set_frame(2)
+    assert list(c.propagate_iter()) == []          # the original would propagate frame 0's mask from 2
+    assert "the last edit is on frame 0" in c.console[-1]
+    assert c.core.interacted == set()
+
+
+def test_num_objects_from_masks_folder(tmp_path):
+    from gui.session import count_objects_in_masks
+    from util.palette import save_mask_png
+    for t, k in enumerate((2, 3)):
+        save_mask_png(tmp_path / f"{t:05d}.png", np.full((4, 4), k, np.uint8))
+    assert count_objects_in_masks(str(tmp_path)) == 3
+    with pytest.raises(SessionError, match="no .png masks"):
+        count_objects_in_masks(str(tmp_path / "nothing"))
