@@ -247,13 +247,12 @@ class InferenceCore:
         assert tc < ti < tr or tr < ti < tc
         nc = abs(tc - ti) / abs(tc - tr)
         nr = abs(tr - ti) / abs(tc - tr)
-        dist = torch.tensor([[nc, nr]], dtype=torch.float32, device=self.device)
-        image = self.frames.get(ti)
-        fused = torch.zeros((self.k, 1, self.nh, self.nw), dtype=torch.float32, device=self.device)
-        for k in range(1, self.k + 1):
-            attn = self.prop_net.get_attention(mk16[k - 1:k], self.pos_mask_diff[k:k + 1],
-                                               self.neg_mask_diff[k:k + 1], qk16)
-            fused[k - 1] = torch.sigmoid(self.fuse_net(image, prev[k:k + 1], curr[k:k + 1], attn, dist))[0]
+        dist = torch.tensor([[nc, nr]], dtype=torch.float32, device=self.device).expand(self.k, 2)
+        image = self.frames.get(ti).expand(self.k, -1, -1, -1)
+        # all objects in one batch: attention of each object's memory key and difference maps
+        # (K×2×H'×W'), then one FusionNet call (the original loops over objects; same numbers)
+        attn = self.prop_net.get_attention(mk16, self.pos_mask_diff[1:], self.neg_mask_diff[1:], qk16)
+        fused = torch.sigmoid(self.fuse_net(image, prev[1:], curr[1:], attn, dist))
         return aggregate_wbg(fused, keep_bg=True)
 
     def _refresh_masks(self) -> None:
