@@ -273,7 +273,7 @@ def register_sequences(meta: Mapping[str, Mapping[str, Any]], subset: str = "val
     return list(Davis.sets[subset])
 
 
-DavisState = dict
+DavisState = dict  # {"dataset_obj", "sets_obj", "dataset", "sets", "functions"}: see snapshot_davis_state
 
 
 def snapshot_davis_state() -> DavisState:
