@@ -419,3 +419,74 @@ def select_parts(available: Iterable[str], only: Sequence[str] | None, what: str
     if unknown:
         raise DownloadError(f"{what}: unknown part(s) {', '.join(unknown)}; choose from {', '.join(available)}")
     return [a for a in available if a in only]
+
+
+# ---------------------------------------------------------------- archive parts (datasets, BL30K)
+
+@dataclass(frozen=True)
+class ArchivePart:
+    """One archive of a dataset and where its content goes (paths relative to the data root).
+
+    ``archive``: where the download is stored while it is extracted (deleted afterwards unless kept).
+    ``target``: the folder the content is merged into.
+    ``inner``: merge only this top-level folder of the archive into ``target`` (e.g. DAVIS zips hold
+    a ``DAVIS`` folder that becomes ``2016`` / ``trainval`` / ``test-dev``); None merges everything.
+    ``layout``: sub-folders to look for (at any depth ≤ 3) and merge into ``target/<name>``, e.g.
+    ``("JPEGImages", "Annotations")`` for BL30K segments.
+    """
+    name: str
+    source: Source
+    archive: str
+    target: str
+    inner: str | None = None
+    layout: tuple[str, ...] = ()
+
+    def marker(self, root: Path) -> Path:
+        return Path(root) / self.target / f".{self.name}.done"
+
+    def is_done(self, root: Path) -> bool:
+        return self.marker(root).is_file()
+
+
+def install_part(part: ArchivePart, root: str | os.PathLike, *, mirrors: str, keep_archive: bool = False,
+                 quiet: bool = False, retries: int = 3) -> str:
+    """Download (resuming), verify, extract and merge one archive; returns 'skipped' or 'installed'.
+
+    Idempotent: a finished part leaves ``<target>/.<name>.done`` and is skipped next time; a
+    finished download whose extraction was interrupted is extracted again without downloading."""
+    root = Path(root)
+    if part.is_done(root):
+        return "skipped"
+    archive = root / part.archive
+    fetch(part.source, archive, mirrors=mirrors, quiet=quiet, retries=retries)
+    if not quiet:
+        print(f"{part.name}: extracting {archive.name}", file=sys.stderr)
+    stage = staging_dir(archive.parent, part.name)
+    extract_archive(archive, stage)
+    target = root / part.target
+    if part.inner is not None:
+        src = stage / part.inner
+        if not src.is_dir():
+            found = ", ".join(sorted(p.name for p in stage.iterdir())) or "nothing"
+            shutil.rmtree(stage, ignore_errors=True)
+            raise DownloadError(f"{archive}: expected a top-level folder {part.inner!r} but found {found}; "
+                                f"is it the right archive?")
+        merge_tree(src, target)
+    elif part.layout:
+        src = find_dir_with(stage, part.layout)
+        if src is None:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise DownloadError(f"{archive}: no folder holding {' and '.join(part.layout)} inside; "
+                                f"is it the right archive?")
+        for sub in part.layout:
+            merge_tree(src / sub, target / sub)
+    else:
+        merge_tree(stage, target)
+        stage = None
+    if stage is not None:
+        shutil.rmtree(stage, ignore_errors=True)
+    target.mkdir(parents=True, exist_ok=True)
+    part.marker(root).write_text(f"{part.source.filename}\n")
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+    return "installed"
