@@ -23,8 +23,7 @@ def resize_and_crop(img: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
     h, w = img.shape[:2]
     scale = min(h, w) / min_size
     # round (not truncate) so the shorter side is exactly min_size despite float error
-    size = (max(min_size, round(w / scale)) if w <= h else round(w / scale),
-            max(min_size, round(h / scale)) if h <= w else round(h / scale))
+    size = (round(w / scale), round(h / scale))
     img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
     return img[:min_size, :min_size]
 
