@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.checkpoint import CheckpointError, read_state_dict
 from util.download import MIRRORS_MODELS, DownloadError, Source, download, select_parts, with_mirror
 
 ROOT = Path(__file__).resolve().parent
@@ -38,6 +37,7 @@ def check_checkpoint(name: str, path: Path, full: bool = True) -> str:
 
     ``full``: also build the network and load it strictly (``model.factory``) when that code exists;
     otherwise only the state dict is read. Returns how it was checked."""
+    from util.checkpoint import read_state_dict  # torch is imported only when needed (fast --help)
     read_state_dict(path)
     if not full:
         return "state dict readable"
@@ -45,11 +45,11 @@ def check_checkpoint(name: str, path: Path, full: bool = True) -> str:
         import model.factory as factory
         loader = getattr(factory, _FACTORY_LOADERS[name])
         loader(path)
-    except ModuleNotFoundError as e:
-        # the network module is not in this checkout (yet): the state-dict check is all we can do
+    except ImportError as e:
+        # the network code is not in this checkout (or cannot be imported): the state-dict check is all we can do
         if (e.name or "").startswith("model"):
             return "state dict readable (network code not available)"
-        raise
+        return f"state dict readable (network code not importable: {e.name or e})"
     return "loads into its network"
 
 
@@ -67,6 +67,7 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
     """Fetch ``names`` into ``output``; returns ``{name: 'skipped' | 'downloaded'}``.
 
     Raises :class:`DownloadError` / :class:`CheckpointError` (one line) on the first failure."""
+    from util.checkpoint import CheckpointError
     output.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
     for name in names:
@@ -79,8 +80,11 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
                 status[name] = "skipped"
                 continue
             except CheckpointError as e:
-                print(f"{dest}: present but not usable ({e}); downloading it again", file=sys.stderr)
-                dest.unlink()
+                # keep the user's file aside (it may be their own training result) instead of deleting it
+                aside = dest.with_name(dest.name + ".invalid")
+                dest.replace(aside)
+                print(f"{dest}: present but not usable ({e}); moved to {aside.name}, downloading it again",
+                      file=sys.stderr)
         # download to a side name first so a file that does not load never takes the final name
         staged = dest.with_name(dest.name + ".new")
         download(src.url, staged, md5=src.md5, quiet=quiet, mirrors=MIRRORS_MODELS, label=src.filename)
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from util.checkpoint import CheckpointError
     sources = with_mirror(MODELS, args.mirror)
     example = with_mirror({"example": EXAMPLE}, args.mirror)["example"]
     try:

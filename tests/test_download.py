@@ -340,6 +340,7 @@ def test_download_model_downloads_skips_and_replaces_broken(server, tmp_path, ca
     (saves / "s2m.pth").write_bytes(_ckpt_bytes(2)[:50])
     assert download_model.main(argv[:-2] + ["--only", "s2m", "--no_example"]) == 0
     assert (saves / "s2m.pth").read_bytes() == _ckpt_bytes(2)
+    assert (saves / "s2m.pth.invalid").read_bytes() == _ckpt_bytes(2)[:50], "the broken file is kept aside"
     assert server.count("/s2m.pth") == 2 and server.count("/fusion.pth") == 1
 
 
@@ -373,3 +374,30 @@ def test_scripts_have_help(script):
     r = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr
+
+
+def test_drive_links_go_through_gdown_with_resume(monkeypatch, tmp_path):
+    import gdown
+    calls = []
+
+    def fake_download(*, id, output, quiet, resume):
+        calls.append((id, output, resume))
+        Path(output).write_bytes(PAYLOAD)  # gdown moves its finished partial file onto `output`
+        return output
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    dest = tmp_path / "s2m.pth"
+    src = download_model.MODELS["s2m"]
+    download(src.url, dest, md5=_md5(PAYLOAD), quiet=True)
+    assert dest.read_bytes() == PAYLOAD and not part_path(dest).exists()
+    assert calls == [("1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM", str(part_path(dest)), True)]
+
+    def failing(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Failed to retrieve file url:\n\n\tToo many users have viewed")
+
+    monkeypatch.setattr(gdown, "download", failing)
+    with pytest.raises(DownloadError) as e:
+        download(src.url, tmp_path / "other.pth", quiet=True, mirrors="MIRRORS")
+    msg = str(e.value)
+    assert "\n" not in msg and "FileURLRetrievalError" in msg and "MIRRORS" in msg and "drive.google.com" in msg
+    assert not (tmp_path / "other.pth").exists()
