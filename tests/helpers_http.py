@@ -17,6 +17,7 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut_once: set[str] = set()
+        self.no_range: set[str] = set()  # paths served like a server without Range support (always 200)
         self.requests: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         server = self
@@ -38,7 +39,7 @@ class FileServer:
                     self.end_headers()
                     return
                 start = 0
-                if rng:
+                if rng and self.path not in server.no_range:
                     m = re.fullmatch(r"bytes=(\d+)-", rng.strip())
                     start = int(m.group(1)) if m else 0
                     if start >= len(data):

@@ -115,6 +115,15 @@ def test_cut_connection_is_resumed_within_one_run(server, tmp_path):
     assert server.count("/r.bin") == 2
 
 
+def test_server_without_range_support_restarts_from_zero(server, tmp_path):
+    server.files["/n.bin"] = PAYLOAD
+    server.no_range.add("/n.bin")
+    dest = tmp_path / "n.bin"
+    part_path(dest).write_bytes(b"stale bytes that must not be kept")
+    download(server.url("/n.bin"), dest, md5=_md5(PAYLOAD), quiet=True)
+    assert dest.read_bytes() == PAYLOAD
+
+
 def test_complete_part_is_finished_without_refetching_bytes(server, tmp_path):
     server.files["/p.bin"] = PAYLOAD
     dest = tmp_path / "p.bin"
