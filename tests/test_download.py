@@ -21,7 +21,7 @@ import download_bl30k
 import download_datasets
 import download_model
 from tests.helpers_http import FileServer
-from util.download import (ChecksumError, DownloadError, Source, check_free_space, confirm_licence, download,
+from util.download import (ChecksumError, DownloadError, check_free_space, confirm_licence, download,
                            drive_id, extract_archive, part_path, with_mirror)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,6 @@
 """BL30K scene generation (generation/blender/*) on a tiny fake ShapeNet + texture tree."""
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -64,13 +63,8 @@ def _generate(tree, out: Path, seed: int, n: int = 6) -> list[Path]:
     return gy.generate(str(models), str(tex), str(out), num_samples=n, prefix="t", seed=seed, quiet=True)
 
 
-def _poly(coeffs) -> np.ndarray:
-    c = np.asarray(coeffs, dtype=float)
-    return c
-
-
 def _values(coeffs, t) -> np.ndarray:
-    return np.asarray(npoly.polyval(t, _poly(coeffs))).T  # len(t) × 3
+    return np.asarray(npoly.polyval(t, np.asarray(coeffs, dtype=float))).T  # len(t) × 3 (or 3 for scalar t)
 
 
 def test_inputs_are_listed_sorted_and_filtered(tree):

@@ -160,9 +160,9 @@ def _progress_bar(total: int | None, start: int, label: str, quiet: bool):
                progressbar.Bar() if total else "", " ", progressbar.FileTransferSpeed(), " ",
                progressbar.ETA() if total else progressbar.Timer()]
     bar = progressbar.ProgressBar(max_value=total if total else progressbar.UnknownLength,
-                                  widgets=widgets, fd=sys.stderr)
+                                  widgets=widgets, fd=sys.stderr, initial_value=start)
     bar.start()
-    bar.update(start)
+    bar.update(start, force=True)  # a resumed download starts where the .part ends
     return bar
 
 
@@ -195,6 +195,7 @@ def _http_fetch(url: str, part: Path, *, timeout: float, quiet: bool, label: str
             check_free_space(part.parent, remaining, f"{part.name[:-5]} ({human_bytes(total)})")
         bar = _progress_bar(total, have, label, quiet)
         got = 0
+        finished = False
         try:
             with open(part, "ab") as f:
                 while True:
@@ -212,10 +213,11 @@ def _http_fetch(url: str, part: Path, *, timeout: float, quiet: bool, label: str
                     got += len(block)
                     if bar is not None:
                         bar.update(min(have + got, total) if total else have + got)
+            finished = remaining is None or got >= remaining
         finally:
             if bar is not None:
                 with contextlib.suppress(Exception):
-                    bar.finish(dirty=True)
+                    bar.finish(dirty=not finished)
         if remaining is not None and got < remaining:
             raise _Interrupted(f"connection closed after {got} of {remaining} bytes")
 
