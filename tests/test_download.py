@@ -397,9 +397,11 @@ def test_drive_links_go_through_gdown_with_resume(monkeypatch, tmp_path):
     monkeypatch.setattr(gdown, "download", fake_download)
     dest = tmp_path / "s2m.pth"
     src = download_model.MODELS["s2m"]
+    part_path(dest).write_bytes(PAYLOAD[:10])  # left by an interrupted plain-HTTP attempt: not reused
     download(src.url, dest, md5=_md5(PAYLOAD), quiet=True)
     assert dest.read_bytes() == PAYLOAD and not part_path(dest).exists()
-    assert calls == [("1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM", str(part_path(dest)), True)]
+    assert calls == [("1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM", str(tmp_path / "s2m.pth.gdown"), True)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s2m.pth"]
 
     def failing(**kwargs):
         raise gdown.exceptions.FileURLRetrievalError("Failed to retrieve file url:\n\n\tToo many users have viewed")

@@ -243,16 +243,21 @@ class _Hasher:
 
 
 def _gdown_fetch(file_id: str, part: Path, *, quiet: bool) -> None:
-    """Fetch a Google-Drive file into ``part`` with gdown (its own ``<part>XXXXXXXX.part`` resumes)."""
+    """Fetch a Google-Drive file into ``part`` with gdown.
+
+    gdown keeps its own partial file (``<name>.gdownXXXXXXXX.part``, resumed with ``resume=True``)
+    and moves it onto ``<name>.gdown`` only when complete, so a ``.part`` left by an interrupted
+    plain-HTTP attempt (e.g. from a ``--mirror``) is never mistaken for a finished Drive download."""
     try:
         import gdown
     except ImportError:  # pragma: no cover - gdown is in requirements.txt
         raise DownloadError("gdown is not installed; run `pip install gdown`") from None
-    if part.exists():
-        return  # gdown only creates this name once its transfer is complete
-    result = gdown.download(id=file_id, output=str(part), quiet=quiet, resume=True)
-    if result is None or not part.exists():
-        raise DownloadError(f"gdown returned no file for Drive id {file_id}")
+    finished = part.with_name(part.name[:-len(".part")] + ".gdown")
+    if not finished.exists():
+        result = gdown.download(id=file_id, output=str(finished), quiet=quiet, resume=True)
+        if result is None or not finished.exists():
+            raise DownloadError(f"gdown returned no file for Drive id {file_id}")
+    os.replace(finished, part)
 
 
 def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, retries: int = 3,
