@@ -702,9 +702,9 @@ class AnnotationController:
         start, done, total, finished = time.perf_counter(), 0, 0, False
         steps = self.core.interact_iter(self.interacted_mask, self.cursor)
         try:
-            with self._net_context():
-                for done, total in steps:
-                    yield done, total
+            # the core enters its own no-grad / autocast per step (thread-local state never spans a yield)
+            for done, total in steps:
+                yield done, total
             finished = True
         finally:
             steps.close()

@@ -378,6 +378,18 @@ class MainWindow(QWidget):
             self.brush_slider.setValue(self.brush_slider.value() + e.angleDelta().y() // 30)
         self.refresh(full=True)
 
+    def keyPressEvent(self, e) -> None:
+        # fallback for key events that reach the window without going through the shortcut map
+        # (e.g. when the platform gives no window activation)
+        if Qt.Key_1 <= e.key() <= Qt.Key_9 and not e.modifiers():
+            self.on_number_key(e.key() - Qt.Key_0)
+        elif e.key() == Qt.Key_Left:
+            self.on_prev()
+        elif e.key() == Qt.Key_Right:
+            self.on_next()
+        else:
+            super().keyPressEvent(e)
+
     # ------------------------------------------------------------------ controls
     def on_slide(self, value: int) -> None:
         self.c.set_frame(value)

@@ -115,8 +115,11 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
 
     from inference_core import InferenceCore
     from inference_core.interaction.s2m_controller import S2MController
+    amp = not args.no_amp and device.type == "cuda"
+    # the original runs everything under fp16 autocast on CUDA unless --no_amp
     core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
-                         mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device)
+                         mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device,
+                         precision="float16" if amp else "float32")
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
@@ -127,7 +130,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     s2m_net = networks.s2m
     controller = AnnotationController(
         core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device),
-        fbrs_controller, workspace, log=log, amp=not args.no_amp and device.type == "cuda")
+        fbrs_controller, workspace, log=log, amp=amp)
     return controller
 
 

@@ -100,3 +100,17 @@ def formula_networks(formula, folder: Path):
                         load_s2m(paths["s2m"]), None)
         _NETWORKS["nets"] = (nets, paths)
     return _NETWORKS["nets"]
+
+
+def formula_fbrs_controller(formula, folder: Path):
+    """A real FBRSController over the formula-weight f-BRS network loaded from a .pth file."""
+    if "fbrs" not in _NETWORKS:
+        from model.factory import load_fbrs
+        from model.fbrs import build_fbrs_model
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "fbrs.pth"
+        if not path.exists():
+            torch.save(formula.formula_state_dict(build_fbrs_model().state_dict()), path)
+        _NETWORKS["fbrs"] = load_fbrs(path)
+    from inference_core.interaction.fbrs_controller import FBRSController
+    return FBRSController(_NETWORKS["fbrs"], "cpu")

@@ -41,16 +41,21 @@ def real_or_fake_fbrs():
     return FakeFBRS()
 
 
-def open_window(qtbot, nets, workspace, **kw) -> MainWindow:
-    args = session_args(workspace=str(workspace), resolution=-1, num_objects=2, **kw)
-    controller = open_session(args, networks=nets[0], fbrs_controller=real_or_fake_fbrs())
-    w = MainWindow(controller)
+def show_window(qtbot, w: MainWindow) -> MainWindow:
     qtbot.addWidget(w)
     w.resize(900, 600)
     w.show()
     qtbot.waitExposed(w)
+    w.activateWindow()          # shortcuts (number keys, arrows) need the active window
+    qtbot.waitActive(w)
     w.refresh(full=True)
     return w
+
+
+def open_window(qtbot, nets, workspace, **kw) -> MainWindow:
+    args = session_args(workspace=str(workspace), resolution=-1, num_objects=2, **kw)
+    controller = open_session(args, networks=nets[0], fbrs_controller=real_or_fake_fbrs())
+    return show_window(qtbot, MainWindow(controller))
 
 
 def canvas_point(w: MainWindow, x: float, y: float) -> QPoint:
@@ -145,6 +150,25 @@ def test_click_mode_and_brush_wheel(qtbot, nets, clip, video, tmp_path):
         assert key in box.text()
 
 
+def test_click_with_the_real_fbrs_controller(qtbot, nets, formula, clip, video, tmp_path_factory, tmp_path):
+    from model.aggregate import aggregate_sbg
+    from tests.helpers_gui import formula_fbrs_controller
+    fbrs = formula_fbrs_controller(formula, tmp_path_factory.mktemp("fbrs_ckpt"))
+    args = session_args(workspace=str(tmp_path / "ws"), video=str(video), resolution=-1, num_objects=2)
+    w = show_window(qtbot, MainWindow(open_session(args, networks=nets[0], fbrs_controller=fbrs)))
+    qtbot.keyClick(w, Qt.Key_2)
+    x, y = label_centroid(clip.labels[0], 2)
+    qtbot.mouseClick(w.canvas, Qt.LeftButton, Qt.NoModifier, canvas_point(w, x, y))
+    it = w.c.interaction
+    assert len(it.clicks) == 1 and it.tar_obj == 2 and fbrs.num_clicks == 1
+    # channel 2 = the binary f-BRS map, channel 1 = the (empty) previous probabilities, hard aggregation
+    binary = (fbrs.probs > 0.5).float()
+    assert set(np.unique(it.out_prob[1].numpy())) <= {0.0, 1.0}
+    assert np.array_equal(it.out_prob[1, 0].numpy(), binary[0, 0].numpy())
+    assert np.allclose(w.c.interacted_mask.numpy(), aggregate_sbg(it.out_prob, keep_bg=True, hard=True).numpy())
+    assert set(np.unique(w.c.current_mask())) <= {0, 2}
+
+
 def test_local_control_and_add_object(qtbot, nets, video, tmp_path):
     w = open_window(qtbot, nets, tmp_path / "ws", video=str(video))
     qtbot.mouseClick(w.radio_free, Qt.LeftButton)
@@ -173,11 +197,7 @@ def test_cancel_resume_and_export(qtbot, nets, tmp_path):
     ws = tmp_path / "ws"
     # work at a lower resolution than the frames
     args = session_args(workspace=str(ws), images=str(folder), resolution=112, num_objects=2)
-    w = MainWindow(open_session(args, networks=nets[0], fbrs_controller=FakeFBRS()))
-    qtbot.addWidget(w)
-    w.resize(900, 600)
-    w.show()
-    qtbot.waitExposed(w)
+    w = show_window(qtbot, MainWindow(open_session(args, networks=nets[0], fbrs_controller=FakeFBRS())))
     assert (w.c.width, w.c.height) == (128, 112)
     qtbot.mouseClick(w.radio_free, Qt.LeftButton)
     w.brush_slider.setValue(15)
@@ -195,9 +215,7 @@ def test_cancel_resume_and_export(qtbot, nets, tmp_path):
     w.close()
 
     # reopen: resumes from the workspace
-    w2 = MainWindow(open_session(args, networks=nets[0], fbrs_controller=FakeFBRS()))
-    qtbot.addWidget(w2)
-    w2.show()
+    w2 = show_window(qtbot, MainWindow(open_session(args, networks=nets[0], fbrs_controller=FakeFBRS())))
     assert w2.c.resumed and np.array_equal(w2.c.core.np_masks, masks)
     assert "Resumed workspace" in w2.console.toPlainText()
 
