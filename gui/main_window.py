@@ -133,7 +133,7 @@ class MainWindow(QWidget):
 
         # right panel
         self.minimap = QLabel()
-        self.minimap.setMinimumSize(100, 100)
+        self.minimap.setMinimumSize(150, 150)
         self.minimap.setAlignment(Qt.AlignTop)
         self.zoom_p_button = QPushButton("Zoom +")
         self.zoom_m_button = QPushButton("Zoom -")
@@ -297,6 +297,14 @@ class MainWindow(QWidget):
                 self.tl_slider.setValue(c.cursor)
                 self.tl_slider.blockSignals(False)
             self.brush_label.setText("Brush size: %d" % c.brush_size)
+            # keep the widgets in step with the controller (it may be driven from elsewhere)
+            radio = {"Scribble": self.radio_scribble, "Click": self.radio_click, "Free": self.radio_free}[c.mode]
+            for widget, setter, value in ((radio, radio.setChecked, True),
+                                          (self.brush_slider, self.brush_slider.setValue, c.free_brush_size),
+                                          (self.combo, self.combo.setCurrentText, c.overlay_mode)):
+                widget.blockSignals(True)
+                setter(value)
+                widget.blockSignals(False)
             col = c.colours()[c.current_object]
             self.object_label.setText(f"Object: {c.current_object} / {c.num_objects}")
             self.object_label.setStyleSheet(f"color: rgb({col[0]},{col[1]},{col[2]}); font-weight: bold")
