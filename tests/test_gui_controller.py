@@ -14,7 +14,6 @@ import torch
 
 from gui.controller import AnnotationController, view_to_image
 from gui.session import SessionError, open_session
-from gui.workspace import Workspace
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_sbg, aggregate_wbg
 from util.tensor_util import unpad

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from inference_core.interaction.interactions import (ClickInteraction, CropperInteraction, FreeInteraction,
