@@ -16,7 +16,7 @@ from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
 from PyQt5.QtGui import QImage, QKeySequence, QPixmap
 from PyQt5.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox,
                              QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QShortcut, QSizePolicy,
-                             QSlider, QVBoxLayout, QWidget)
+                             QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from gui.controller import AnnotationController, view_to_image
 from gui.overlay import OVERLAY_MODES
@@ -149,6 +149,11 @@ class MainWindow(QWidget):
         self.console.setReadOnly(True)
         self.console.setMinimumHeight(100)
         self.object_label = QLabel()
+        # number keys reach objects 1-9; the spin box reaches any object
+        self.object_spin = QSpinBox()
+        self.object_spin.setRange(1, self.c.num_objects)
+        self.object_spin.setValue(self.c.current_object)
+        self.object_spin.valueChanged.connect(self.on_number_key)
 
         right = QVBoxLayout()
         right.setAlignment(Qt.AlignTop)
@@ -158,7 +163,10 @@ class MainWindow(QWidget):
             row.addWidget(b)
         right.addLayout(row)
         right.addWidget(self.minimap)
-        right.addWidget(self.object_label)
+        row = QHBoxLayout()
+        row.addWidget(self.object_label)
+        row.addWidget(self.object_spin)
+        right.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(self.add_object_button)
         row.addWidget(self.help_button)
@@ -301,7 +309,9 @@ class MainWindow(QWidget):
             radio = {"Scribble": self.radio_scribble, "Click": self.radio_click, "Free": self.radio_free}[c.mode]
             for widget, setter, value in ((radio, radio.setChecked, True),
                                           (self.brush_slider, self.brush_slider.setValue, c.free_brush_size),
-                                          (self.combo, self.combo.setCurrentText, c.overlay_mode)):
+                                          (self.combo, self.combo.setCurrentText, c.overlay_mode),
+                                          (self.object_spin, partial(self._set_spin, c.num_objects),
+                                           c.current_object)):
                 widget.blockSignals(True)
                 setter(value)
                 widget.blockSignals(False)
@@ -310,6 +320,10 @@ class MainWindow(QWidget):
             self.object_label.setStyleSheet(f"color: rgb({col[0]},{col[1]},{col[2]}); font-weight: bold")
             self._update_enabled()
             self.update_status()
+
+    def _set_spin(self, maximum: int, value: int) -> None:
+        self.object_spin.setRange(1, maximum)
+        self.object_spin.setValue(value)
 
     def _update_enabled(self) -> None:
         job = self.worker is not None
@@ -326,6 +340,7 @@ class MainWindow(QWidget):
         self.undo_button.setEnabled(en["undo"])
         self.reset_button.setEnabled(en["reset"])
         self.add_object_button.setEnabled(en["add_object"])
+        self.object_spin.setEnabled(en["draw"])
         self.save_button.setEnabled(en["export"])
         self.cancel_button.setEnabled(self.worker is not None)
         for r in (self.radio_scribble, self.radio_click, self.radio_free):

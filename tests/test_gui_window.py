@@ -185,6 +185,9 @@ def test_local_control_and_add_object(qtbot, nets, video, tmp_path):
     assert (m[ly + 3:uy - 2, lx + 3:ux - 2] == 1).all() and (m[:ly] == 0).all()
     qtbot.mouseClick(w.add_object_button, Qt.LeftButton)
     assert w.c.num_objects == 3 and w.c.current_object == 3 and "3 / 3" in w.object_label.text()
+    assert w.object_spin.maximum() == 3 and w.object_spin.value() == 3
+    w.object_spin.setValue(1)
+    assert w.c.current_object == 1
     qtbot.keyClick(w, Qt.Key_2)
     assert w.c.current_object == 2
 
