@@ -71,14 +71,21 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
+def check_points(points, image: np.ndarray, which: str) -> None:
+    """Raise :class:`UsageError` for the first point outside ``image`` (``H×W×3``)."""
+    for x, y in points:
+        if not (0 <= x < image.shape[1] and 0 <= y < image.shape[0]):
+            raise UsageError(f"--points {x},{y}: outside the {which} image ({image.shape[1]}x{image.shape[0]}); "
+                             "x is the column, y the row")
+
+
 def run_headless(corr, src: np.ndarray, tar: np.ndarray, points, reverse: bool, output: Path) -> list[Path]:
+    """Write one PNG per point (image with the point | other image with the heat map) into ``output``."""
     from util.heatmap import mark_point, overlay_heatmap, side_by_side
     here, there = (tar, src) if reverse else (src, tar)
+    check_points(points, here, "target" if reverse else "source")
     written = []
     for i, (x, y) in enumerate(points):
-        if not (0 <= x < here.shape[1] and 0 <= y < here.shape[0]):
-            raise UsageError(f"--points {x},{y}: outside the {'target' if reverse else 'source'} image "
-                             f"({here.shape[1]}x{here.shape[0]})")
         heat = (corr.target_to_source(x, y) if reverse else corr.source_to_target(x, y)).cpu().numpy()
         panel = side_by_side(mark_point(here, x, y), overlay_heatmap(there, heat))
         path = output / f"point_{i:02d}_x{x}_y{y}.png"
@@ -137,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         src = read_rgb(args.src_image, "--src_image")
         tar = read_rgb(args.tar_image, "--tar_image")
+        if args.points is not None:  # before the (slow) model load
+            check_points(args.points, tar if args.reverse else src, "target" if args.reverse else "source")
 
         from model.factory import load_correspondence
         from model.propagation.corr_network import Correspondence
