@@ -94,16 +94,22 @@ def run_headless(corr, src: np.ndarray, tar: np.ndarray, points, reverse: bool, 
     return written
 
 
-def run_gui(corr, src: np.ndarray, tar: np.ndarray) -> None:
+def open_windows() -> None:
+    """Create the two OpenCV windows (done before the slow model load, so a missing GUI fails fast)."""
     import cv2
-
-    from util.heatmap import mark_point, overlay_heatmap
     try:
         cv2.namedWindow("Source")
         cv2.namedWindow("Target")
     except cv2.error:
         raise UsageError("this OpenCV build has no GUI support (opencv-python-headless); "
                          "use --points X,Y ... --output DIR for PNG overlays") from None
+
+
+def run_gui(corr, src: np.ndarray, tar: np.ndarray) -> None:
+    """Event loop of the two windows opened by :func:`open_windows`; Esc / q / closing a window quits."""
+    import cv2
+
+    from util.heatmap import mark_point, overlay_heatmap
     bgr = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2BGR)  # noqa: E731
     state = {"changed": True, "views": (src, tar)}
 
@@ -144,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         src = read_rgb(args.src_image, "--src_image")
         tar = read_rgb(args.tar_image, "--tar_image")
-        if args.points is not None:  # before the (slow) model load
+        # input checks before the (slow) model load
+        if args.points is not None:
             check_points(args.points, tar if args.reverse else src, "target" if args.reverse else "source")
+        else:
+            open_windows()
 
         from model.factory import load_correspondence
         from model.propagation.corr_network import Correspondence

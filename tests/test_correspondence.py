@@ -12,6 +12,7 @@ import try_correspondence
 from model.factory import load_correspondence
 from model.propagation.corr_network import Correspondence, CorrespondenceNetwork
 from tests.helpers_prop import propagation_checkpoint
+from util.heatmap import mark_point, overlay_heatmap
 from util.image_util import normalize_frames
 
 
@@ -44,7 +45,7 @@ def formula_corr_net(ckpt):
     return load_correspondence(ckpt, "cpu")
 
 
-def test_headless_writes_one_overlay_per_point(images, ckpt, tmp_path, capsys):
+def test_headless_writes_one_overlay_per_point(images, ckpt, formula_corr_net, tmp_path, capsys):
     src_path, tar_path, src = images
     out = tmp_path / "overlays"
     rc = try_correspondence.main(["--src_image", str(src_path), "--tar_image", str(tar_path), "--model", str(ckpt),
@@ -52,12 +53,14 @@ def test_headless_writes_one_overlay_per_point(images, ckpt, tmp_path, capsys):
     assert rc == 0
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["point_00_x10_y20.png", "point_01_x69_y49.png", "point_02_x35_y25.png"]
-    for f in files:
+    tar = np.asarray(Image.open(tar_path).convert("RGB")).copy()
+    corr = Correspondence(formula_corr_net, normalize_frames(src), normalize_frames(tar))
+    for f, (x, y) in zip(files, [(10, 20), (69, 49), (35, 25)]):
         im = np.asarray(Image.open(f))
         assert im.shape == (50, 70 + 8 + 60, 3)
-        # the target half carries a red heat map (red > green somewhere)
-        right = im[:40, 78:].astype(int)
-        assert (right[..., 0] - right[..., 1] > 60).any()
+        assert np.array_equal(im[:, :70], mark_point(src, x, y))
+        # the target half is the heat-map overlay of that point (PNG is lossless)
+        assert np.array_equal(im[:40, 78:], overlay_heatmap(tar, corr.source_to_target(x, y).numpy()))
     assert capsys.readouterr().out.count(".png") == 3
 
 
@@ -176,3 +179,62 @@ def test_errors_are_one_line(case, images, ckpt, tmp_path, capsys):
     # our errors are one line; argparse's own (bad point syntax) come after its usage lines
     lines = err.splitlines()
     assert expect in lines[-1] and (case == "bad_point" or len(lines) == 1), err
+
+
+def test_gui_mode_without_opencv_gui_fails_fast(images, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    def no_gui(*a, **k):
+        raise cv2.error("The function is not implemented")
+    monkeypatch.setattr(cv2, "namedWindow", no_gui)
+    src_path, tar_path, _ = images
+    # the model path does not exist: the GUI check must come first (before any loading)
+    rc = try_correspondence.main(["--src_image", str(src_path), "--tar_image", str(tar_path),
+                                  "--model", str(tmp_path / "missing.pth")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "no GUI support" in err and "--points" in err
+
+
+def test_gui_loop_hover_both_windows(images, formula_corr_net, monkeypatch):
+    """Drive the OpenCV loop with fake window functions: hovering the source shows the heat map on
+    the target and the reverse; Esc quits."""
+    import cv2
+    src_path, tar_path, src = images
+    tar = np.asarray(Image.open(tar_path).convert("RGB")).copy()
+    corr = Correspondence(formula_corr_net, normalize_frames(src), normalize_frames(tar))
+    callbacks, shown = {}, []
+    events = iter([("Source", 10, 12), ("Target", 30, 20), ("Source", 500, 500), None])
+
+    def wait_key(delay):
+        ev = next(events)
+        if ev is None:
+            return 27
+        window, x, y = ev
+        callbacks[window](cv2.EVENT_MOUSEMOVE, x, y, 0, None)
+        return -1
+
+    monkeypatch.setattr(cv2, "setMouseCallback", lambda w, cb: callbacks.__setitem__(w, cb))
+    monkeypatch.setattr(cv2, "imshow", lambda w, im: shown.append((w, im.copy())))
+    monkeypatch.setattr(cv2, "waitKey", wait_key)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda w, p: 1.0)
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    try_correspondence.run_gui(corr, src, tar)
+    # initial frame + one update per in-image hover (the out-of-image hover redraws nothing)
+    assert [w for w, _ in shown] == ["Source", "Target"] * 3
+    bgr = lambda im: im[..., ::-1]  # noqa: E731
+    assert np.array_equal(shown[0][1], bgr(src)) and np.array_equal(shown[1][1], bgr(tar))
+    # after hovering the source: target changed (heat map), source shows the marker
+    assert not np.array_equal(shown[3][1], bgr(tar)) and not np.array_equal(shown[2][1], bgr(src))
+    assert np.array_equal(shown[3][1], bgr(overlay_heatmap(tar, corr.source_to_target(10, 12).numpy())))
+    # after hovering the target: the source carries the heat map, the target the marker
+    assert np.array_equal(shown[4][1], bgr(overlay_heatmap(src, corr.target_to_source(30, 20).numpy())))
+    assert np.array_equal(shown[5][1], bgr(mark_point(tar, 30, 20)))
+
+
+def test_overlay_heatmap_values():
+    img = np.full((2, 3, 3), 100, dtype=np.uint8)
+    heat = np.array([[0.0, 0.25, 0.5], [1.0, 0.0, 0.0]], dtype=np.float32)
+    out = overlay_heatmap(img, heat).astype(int)
+    assert out[0, 0].tolist() == [70, 70, 70]                       # no heat: dimmed to 70 %
+    assert out[0, 2].tolist() == out[1, 0].tolist() == [208, 30, 30]  # heat ≥ 0.5 saturates: 30 % + red
+    assert out[0, 1].tolist() == [163, 50, 50]                      # half way
