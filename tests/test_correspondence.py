@@ -237,4 +237,4 @@ def test_overlay_heatmap_values():
     out = overlay_heatmap(img, heat).astype(int)
     assert out[0, 0].tolist() == [70, 70, 70]                       # no heat: dimmed to 70 %
     assert out[0, 2].tolist() == out[1, 0].tolist() == [208, 30, 30]  # heat ≥ 0.5 saturates: 30 % + red
-    assert out[0, 1].tolist() == [163, 50, 50]                      # half way
+    assert out[0, 1].tolist() == [139, 50, 50]                      # half way: 35 + 15 + 89.25
