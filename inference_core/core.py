@@ -58,6 +58,8 @@ class InferenceCore:
         feature_cache_bytes: byte budget of the query-feature cache (default: the original's frame
             count for the profile — 105/105/3/1 frames — converted to bytes).
         prob_storage: ``"float32"`` (exact, default) or ``"uint16"`` (half the memory, ≤7.7e-6 error).
+        channels_last: keep the networks' weights in NHWC layout (faster convolutions on CPU and GPU;
+            changes only the floating-point summation order).
         precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA) or
             ``"float16"`` (CUDA): the networks run under autocast; probabilities stay float32.
     """
@@ -66,7 +68,7 @@ class InferenceCore:
                  images: torch.Tensor | FrameSource | Sequence[np.ndarray], num_objects: int,
                  mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
                  *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
-                 precision: str = "float32"):
+                 precision: str = "float32", channels_last: bool = True):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
@@ -76,8 +78,9 @@ class InferenceCore:
             raise ValueError(f"precision must be one of float32, bfloat16, float16; got {precision!r}")
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
-        self.prop_net = prop_net.to(self.device)
-        self.fuse_net = fuse_net.to(self.device) if fuse_net is not None else None
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.prop_net = prop_net.to(self.device, memory_format=layout)
+        self.fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
         self.mem_profile = mem_profile
         self.mem_freq = mem_freq
         self.k = int(num_objects)

@@ -6,7 +6,6 @@ State-dict keys = the official ``propagation_model.pth`` (597 entries, see
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from model.propagation.memory import AttentionMemory, EvalMemoryReader, attention_maps
 from model.propagation.modules import Decoder, PropagationEncoders
