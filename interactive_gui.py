@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     interactive = QGuiApplication.platformName() not in ("offscreen", "minimal")
     try:
         controller = open_session(args, log=lambda line: print(line, flush=True))
-    except (CheckpointError, FrameSourceError, SessionError, OSError) as e:
+    except (CheckpointError, FrameSourceError, SessionError, ValueError, OSError) as e:
         msg = f"error: {first_line(e)}"
         print(msg, file=sys.stderr, flush=True)
         if interactive:

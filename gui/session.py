@@ -103,6 +103,10 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     if args.mem_freq < 1:
         raise SessionError(f"--mem_freq {args.mem_freq}: must be at least 1")
     # frames first: a bad video is reported before minutes of model loading
+    if not args.images and args.video == build_parser().get_default("video") and not Path(args.video).exists():
+        from util.video_io import FrameSourceError
+        raise FrameSourceError(f"--video {args.video}: the example clip is missing; run `python download_model.py` "
+                               "(it fetches it) or pass --video FILE / --images FOLDER")
     frames = open_frames(images=args.images, video=None if args.images else args.video,
                          resolution=args.resolution, cache_frames=args.cache_frames)
     if len(frames) < 2:

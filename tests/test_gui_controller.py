@@ -400,8 +400,11 @@ def test_cli_missing_weights_and_bad_video(clip, tmp_path):
 
 
 
-def test_cli_bad_video_and_options(tmp_path, capsys):
+def test_cli_bad_video_and_options(tmp_path, capsys, monkeypatch):
     import interactive_gui
+    monkeypatch.chdir(tmp_path)                 # no example/example.mp4 here
+    assert interactive_gui.main(["--device", "cpu"]) == 1
+    assert "run `python download_model.py`" in capsys.readouterr().err
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"garbage")
     assert interactive_gui.main(["--video", str(bad), "--device", "cpu"]) == 1
