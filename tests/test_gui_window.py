@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt5.QtCore import QPoint, Qt  # noqa: E402
+from PyQt5.QtCore import QPoint, Qt, QTimer  # noqa: E402
 
 from gui.main_window import SHORTCUTS, MainWindow  # noqa: E402
 from gui.session import open_session  # noqa: E402
@@ -93,7 +93,18 @@ def test_scribble_propagate_mask_files(qtbot, nets, clip, video, tmp_path):
     assert (drawn[int(round(y2)) - 1:int(round(y2)) + 2, int(x2) - 8:int(x2) + 8] == 2).any()
     assert set(np.unique(drawn)) == {1, 2, 255}
     shown = w.c.current_mask().copy()
-    propagate(qtbot, w)
+    # the event loop keeps running while the worker propagates, and the progress bar moves
+    ticks, progress = [], []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(w.job_running))
+    timer.start(5)
+    qtbot.mouseClick(w.run_button, Qt.LeftButton)
+    assert w.job_running and w.cancel_button.isEnabled() and not w.run_button.isEnabled()
+    w.worker.progress.connect(lambda done, total: progress.append((done, total)))
+    qtbot.waitUntil(lambda: not w.job_running, timeout=120_000)
+    timer.stop()
+    assert any(ticks)                              # timer ticks served during the propagation
+    assert progress and progress[-1] == (T - 1, T - 1)
     assert "Propagation finished!" in w.console.toPlainText()
     assert w.progress.format() == "Idle" and w.run_button.isEnabled()
     assert np.array_equal(w.c.core.np_masks[0], shown)
