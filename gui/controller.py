@@ -391,21 +391,36 @@ class AnnotationController:
         out = (self.local_vis if self.in_local_mode else self.vis).composite(self._viz())
         if not with_brush:
             return out
+        out = out.copy()
+        h, w = out.shape[:2]
         ex, ey = self.hover
-        layer = StrokeCanvas(out.shape[0], out.shape[1], self.num_objects)
         if self.pressed and self.ctrl_drag:
             lx, ux, ly, uy = bbox_from_points(self.local_start, (ex, ey))
-            cv2.rectangle(layer.colour, (lx, ly), (ux, uy), (128, 255, 128), thickness=-1)
-            cv2.rectangle(layer.alpha, (lx, ly), (ux, uy), 0.5, thickness=-1)
+            box, colour, shape = (lx, ux, ly, uy), (128, 255, 128), "rect"
         else:
-            layer.dot((ex, ey), self.current_object, radius=self.brush_size // 2 + 1, alpha=0.5)
-        return layer.composite(out)
+            r = self.brush_size // 2 + 1
+            cx, cy = int(round(ex)), int(round(ey))
+            box, colour, shape = (cx - r, cx + r, cy - r, cy + r), None, "dot"
+        # blend only the preview's bounding box (this runs on every mouse move)
+        x0, x1 = max(box[0], 0), min(box[1], w - 1)
+        y0, y1 = max(box[2], 0), min(box[3], h - 1)
+        if x1 < x0 or y1 < y0:
+            return out
+        layer = StrokeCanvas(y1 - y0 + 1, x1 - x0 + 1, self.num_objects)
+        if shape == "rect":
+            cv2.rectangle(layer.colour, (box[0] - x0, box[2] - y0), (box[1] - x0, box[3] - y0), colour, thickness=-1)
+            cv2.rectangle(layer.alpha, (box[0] - x0, box[2] - y0), (box[1] - x0, box[3] - y0), 0.5, thickness=-1)
+        else:
+            layer.dot((ex - x0, ey - y0), self.current_object, radius=self.brush_size // 2 + 1, alpha=0.5)
+        out[y0:y1 + 1, x0:x1 + 1] = layer.composite(out[y0:y1 + 1, x0:x1 + 1])
+        return out
 
-    def minimap(self) -> np.ndarray:
-        """Square patch of ``zoom_pixels`` around the pointer (frozen full frame in local mode)."""
+    def minimap(self, rendered: np.ndarray | None = None) -> np.ndarray:
+        """Square patch of ``zoom_pixels`` around the pointer (frozen full frame in local mode).
+        ``rendered``: the current :meth:`render` output, if the caller has it already."""
         if self.in_local_mode and self.minimap_in_local is not None:
             return self.minimap_in_local
-        full = self.render()
+        full = self.render() if rendered is None else rendered
         r = self.zoom_pixels // 2
         ex, ey = self.hover
         ex = int(round(max(r, min(self.width - r, ex))))

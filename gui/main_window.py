@@ -294,9 +294,10 @@ class MainWindow(QWidget):
     # ------------------------------------------------------------------ drawing
     def refresh(self, full: bool = False) -> None:
         c = self.c
-        self.canvas.setPixmap(to_pixmap(c.render()).scaled(self.canvas.size(), Qt.KeepAspectRatio,
-                                                           Qt.FastTransformation))
-        self.minimap.setPixmap(to_pixmap(c.minimap()).scaled(self.minimap.size(), Qt.KeepAspectRatio,
+        rendered = c.render()
+        self.canvas.setPixmap(to_pixmap(rendered).scaled(self.canvas.size(), Qt.KeepAspectRatio,
+                                                         Qt.FastTransformation))
+        self.minimap.setPixmap(to_pixmap(c.minimap(rendered)).scaled(self.minimap.size(), Qt.KeepAspectRatio,
                                                              Qt.FastTransformation))
         if full:
             self.lcd.setText(c.lcd_text())

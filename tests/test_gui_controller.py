@@ -446,3 +446,27 @@ def test_num_objects_from_masks_folder(tmp_path):
     assert count_objects_in_masks(str(tmp_path)) == 3
     with pytest.raises(SessionError, match="no .png masks"):
         count_objects_in_masks(str(tmp_path / "nothing"))
+
+
+def test_local_mode_click_and_scribble_use_the_crop(nets, video, tmp_path):
+    fbrs = FakeFBRS()
+    c = make_controller(nets, video, tmp_path / "ws", fbrs=fbrs)
+    c.press(10, 10, ctrl=True)
+    c.release(50, 40)                            # crop 41×31 → padded 48×32, pad (3, 4, 0, 1)
+    assert c.local_pad == (3, 4, 0, 1) and tuple(c.local_torch_im.shape[-2:]) == (32, 48)
+    c.press(20, 15)
+    c.release(20, 15)
+    assert fbrs.clicks[-1] == (20 + 3, 15 + 0, True)     # the crop's pad, not the frame's
+    assert c.local_np_mask[15, 20] == 1 and c.local_np_mask.shape == (31, 41)
+    c.set_mode("Scribble")
+    c.set_object(2)
+    c.press(5, 25)
+    c.move(30, 25)
+    c.release(35, 25)
+    it = c.local_interaction
+    assert it.drawn_map.shape == (31, 41) and (it.drawn_map[25, 5:36] == 2).all()
+    assert torch.equal(it.prev_mask, torch.argmax(c.local_interactions[-1].out_mask, 0).to(torch.uint8))
+    c.undo()                                     # drops the scribble: back to the click result
+    assert c.local_interaction is None and c.local_np_mask[15, 20] == 1
+    c.finish_local()
+    assert c.current_mask()[10 + 15, 10 + 20] == 1 and not c.in_local_mode
