@@ -191,8 +191,12 @@ class AnnotationController:
         speed = "–" if self.last_speed_fps is None else f"{self.last_speed_fps:.1f} frames/s"
         mem = memory_in_use_mb()
         local = " | LOCAL" if self.in_local_mode else ""
+        device = getattr(self.core, "device", None)
+        gpu = ""
+        if device is not None and getattr(device, "type", "") == "cuda":
+            gpu = f" (GPU {torch.cuda.memory_allocated(device) / 2 ** 20:.0f} MiB)"
         return (f"Frame {self.cursor} / {self.num_frames - 1} | Object {self.current_object} / {self.num_objects}"
-                f" | {self.mode} | last propagation: {speed} | memory: {mem:.0f} MiB{local}")
+                f" | {self.mode} | last propagation: {speed} | memory: {mem:.0f} MiB{gpu}{local}")
 
     def lcd_text(self) -> str:
         return "{: 3d} / {: 3d}".format(self.cursor, self.num_frames - 1)
