@@ -61,14 +61,31 @@ def test_distance_maps_round_half_even_and_invalid():
     assert torch.all(out[1] == 1e6)
 
 
-def test_network_matches_original(fbrs_net, load_fixture):
+@pytest.mark.parametrize("folded", [True, False], ids=["bn_folded_inference", "plain_modules"])
+def test_network_matches_original(fbrs_net, load_fixture, folded):
     z = load_fixture("fbrs")
     image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
-    with torch.no_grad():
-        coord = fbrs_net.dist_maps(image, points)
-        logits = fbrs_net(image, points)["instances"]
+    fbrs_net.use_folded_inference = folded
+    try:
+        with torch.no_grad():
+            coord = fbrs_net.dist_maps(image, points)
+            logits = fbrs_net(image, points)["instances"]
+    finally:
+        fbrs_net.use_folded_inference = True
     assert np.abs(coord.numpy() - z["net_coord_features"]).max() <= 1e-6
     assert logits.shape == (1, 1, 240, 320)
+    assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
+
+
+def test_folded_copy_follows_weight_changes(fbrs_state, load_fixture):
+    """The BN-folded inference copy is rebuilt when the weights are reloaded."""
+    z = load_fixture("fbrs")
+    image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
+    net = build_fbrs_model().eval()
+    with torch.no_grad():
+        net(image[..., :64, :64], points)  # folds the random initial weights
+        net.load_state_dict(fbrs_state)
+        logits = net(image, points)["instances"]
     assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
 
 
@@ -183,15 +200,18 @@ def json_meta(z) -> dict:
 def test_controller_undo_restores_previous_click(controller_run, load_fixture):
     z = load_fixture("fbrs")
     ctrl, steps = controller_run
-    before = ctrl.num_clicks
+    assert ctrl.num_clicks == 3
     mask = ctrl.undo()
-    assert ctrl.num_clicks == before - 1
-    assert np.array_equal(mask.numpy(), steps[before - 2]["mask"])
-    assert np.array_equal(np.asarray(ctrl.predictor.opt_data, dtype=np.float32), steps[before - 2]["opt_data"])
-    # redo the same click: same result as the first time (state fully restored)
-    x, y, positive = z["ctrl_clicks_xy_ispos"][before - 1]
+    assert ctrl.num_clicks == 2 and np.array_equal(mask.numpy(), steps[1]["mask"])
+    mask = ctrl.undo()
+    assert ctrl.num_clicks == 1 and np.array_equal(mask.numpy(), steps[0]["mask"])
+    assert not np.asarray(ctrl.predictor.opt_data).any()  # scale/bias back to the click-1 state
+    # redo click 2: identical to the first time (clicker, transforms and L-BFGS start restored)
+    x, y, positive = z["ctrl_clicks_xy_ispos"][1]
     again = ctrl.interact(torch.from_numpy(z["image_norm"]), float(x), float(y), bool(positive))
-    assert np.array_equal(again.numpy(), steps[before - 1]["mask"])
+    assert np.array_equal(again.numpy(), steps[1]["mask"])
+    assert np.array_equal(ctrl.probs.numpy(), steps[1]["probs"])
     while ctrl.num_clicks:
         last = ctrl.undo()
     assert last is None and ctrl.probs is None
+    assert ctrl.undo() is None  # nothing left: harmless
