@@ -1,0 +1,1 @@
+"""STM-style propagation network of MiVOS (memory encoder, query encoder, top-k memory read, decoder)."""

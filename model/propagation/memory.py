@@ -1,0 +1,109 @@
+"""Space-time memory reading: key affinity, (top-k) softmax over memory positions, value readout.
+
+All functions have no parameters. Memory positions run along dim 1 of an affinity
+``B×N×M`` (N = T·h·w memory cells, M = h·w query cells); every query column sums to 1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def scaled_affinity(mk: torch.Tensor, qk: torch.Tensor) -> torch.Tensor:
+    """``mkᵀ · (qk / sqrt(CK))``.
+
+    mk: ``B×CK×N`` memory keys; qk: ``B×CK×M`` (or ``1×CK×M``, shared by all B) query keys.
+    Returns ``B×N×M``. The query is scaled before the product, as the original does.
+    """
+    b, ck, _ = mk.shape
+    qk = qk.expand(b, -1, -1) / math.sqrt(ck)
+    return torch.bmm(mk.transpose(1, 2), qk)
+
+
+def top_k_softmax_(affinity: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Softmax over the ``top_k`` largest entries of each column (dim 1), zeros elsewhere.
+
+    ``affinity`` ``B×N×M`` is overwritten and returned (the dense result is what the readout's
+    matrix product consumes). Needs ``N >= top_k``.
+    """
+    n = affinity.shape[1]
+    if n < top_k:
+        raise ValueError(f"top-k memory read needs at least {top_k} memory positions, got {n} "
+                         "(the frame is too small: use a larger input or fewer top-k)")
+    values, indices = torch.topk(affinity, k=top_k, dim=1)
+    # topk is sorted, so row 0 is the column maximum
+    weights = torch.exp(values - values[:, :1])
+    weights /= torch.sum(weights, dim=1, keepdim=True)
+    return affinity.zero_().scatter_(1, indices, weights.to(affinity.dtype))
+
+
+def memory_softmax(affinity: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """Top-k softmax (``top_k`` int, in place) or plain softmax over dim 1 (``top_k=None``)."""
+    if top_k is None:
+        return F.softmax(affinity, dim=1)
+    return top_k_softmax_(affinity, top_k)
+
+
+def readout(values: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of memory values: ``values B×CV×N``, ``affinity B×N×M`` → ``B×CV×M``."""
+    return torch.bmm(values, affinity)
+
+
+class EvalMemoryReader(nn.Module):
+    """Read one object's memory for a query frame.
+
+    ``forward(mk B×CK×T×h×w, mv B×CV×T×h×w, qk 1×CK×h×w) -> B×CV×h×w``.
+    The propagation network calls it with B = 1 per object, as the original does.
+    """
+
+    def __init__(self, top_k: int | None = 50):
+        super().__init__()
+        self.top_k = top_k
+
+    def forward(self, mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor) -> torch.Tensor:
+        b, ck, t, h, w = mk.shape
+        cv = mv.shape[1]
+        affinity = scaled_affinity(mk.reshape(b, ck, t * h * w), qk.reshape(1, ck, h * w))
+        affinity = memory_softmax(affinity, self.top_k)
+        return readout(mv.reshape(b, cv, t * h * w), affinity).view(b, cv, h, w)
+
+
+class AttentionMemory(nn.Module):
+    """Full-softmax affinity between one memory frame and a query frame.
+
+    ``forward(mk B×CK×h×w (or B×CK×1×h×w), qk B×CK×h×w (or 1×CK×h×w)) -> W B×hw×hw``; column q of
+    ``W`` is a distribution over memory cells.
+    """
+
+    def forward(self, mk: torch.Tensor, qk: torch.Tensor) -> torch.Tensor:
+        b, ck = mk.shape[:2]
+        affinity = scaled_affinity(mk.reshape(b, ck, -1), qk.reshape(qk.shape[0], ck, -1))
+        return F.softmax(affinity, dim=1)
+
+
+def transport_mask(mask: torch.Tensor, affinity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Carry a full-resolution map through an affinity to the query frame.
+
+    mask: ``B×1×H×W`` (memory frame, H and W multiples of 16); affinity: ``B×hw×hw`` or ``1×hw×hw``
+    (memory × query, h = H/16) ; size: the query's (H, W). The map is area-downsampled to 1/16,
+    multiplied by ``affinity`` and returned at 1/16 as ``B×1×h×w`` (callers upsample).
+    """
+    b = mask.shape[0]
+    nh, nw = size[0] // 16, size[1] // 16
+    small = F.interpolate(mask, size=(nh, nw), mode="area").view(b, 1, nh * nw)
+    return (small @ affinity).view(b, 1, nh, nw)
+
+
+def attention_maps(affinity: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor) -> torch.Tensor:
+    """Positive and negative difference maps transported through ``affinity``.
+
+    ``pos_mask``/``neg_mask`` ``B×1×H×W``; ``affinity`` ``B×hw×hw`` → ``B×2×H×W`` (bilinear ×16).
+    """
+    b, _, h, w = pos_mask.shape
+    pos_map = transport_mask(pos_mask, affinity, (h, w))
+    neg_map = transport_mask(neg_mask, affinity, (h, w))
+    attn = torch.cat([pos_map, neg_map], 1)
+    return F.interpolate(attn, size=(h, w), mode="bilinear", align_corners=False)

@@ -1,0 +1,31 @@
+"""Helpers for the propagation / fusion network tests: formula-weight checkpoints and diff records."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Measured max abs differences, printed at the end of the run (pytest -s) and attached to the
+# JUnit report through ``record_property``.
+MEASURED: dict[str, float] = {}
+
+
+def save_formula_checkpoint(formula, model: torch.nn.Module, path: Path, prefix: str = "") -> Path:
+    """Formula weights of ``model`` saved as a plain state dict (the official layout)."""
+    sd = formula.formula_state_dict(model.state_dict())
+    torch.save({prefix + k: v for k, v in sd.items()}, path)
+    return path
+
+
+def max_abs_diff(name: str, ours: torch.Tensor, ref: np.ndarray) -> float:
+    ref_t = torch.from_numpy(np.asarray(ref)).float()
+    assert tuple(ours.shape) == tuple(ref_t.shape), f"{name}: shape {tuple(ours.shape)} vs {tuple(ref_t.shape)}"
+    d = (ours.detach().float().cpu() - ref_t).abs().max().item()
+    MEASURED[name] = d
+    print(f"[max abs diff] {name}: {d:.3g}")
+    return d
+
+
+def keys_of(model: torch.nn.Module) -> list[tuple[str, list[int], str]]:
+    return [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
