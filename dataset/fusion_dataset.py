@@ -33,7 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from dataset.layout import DatasetLayoutError, require_dir, sorted_listdir
+from dataset.layout import DatasetError, DatasetLayoutError, require_dir, sorted_listdir
 from dataset.reseed import reseed
 from util.image_util import normalize_frames
 from util.palette import load_mask_png
@@ -88,7 +88,7 @@ class FusionDataset(Dataset):
         if frame is not None:
             w, h = Image.open(frame).size
             if min(h, w) < crop_size:
-                raise ValueError(f"{frame}: frames of {w}×{h} are smaller than the {crop_size}×{crop_size} crop; "
+                raise DatasetError(f"{frame}: frames of {w}×{h} are smaller than the {crop_size}×{crop_size} crop; "
                                  "use larger frames or a smaller crop size")
 
         self.im_dual_transform = transforms.Compose([

@@ -5,7 +5,11 @@ import os
 from pathlib import Path
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetError(ValueError):
+    """Unusable training / test data (one-line message naming the path and the fix)."""
+
+
+class DatasetLayoutError(DatasetError, FileNotFoundError):
     """A data root does not have the expected layout. The message is one line naming the path and the
     layout that was expected."""
 
