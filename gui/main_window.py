@@ -1,0 +1,529 @@
+"""The thin PyQt5 view of the annotation GUI.
+
+Everything here is widgets, signals and painting: user input is forwarded to the Qt-free
+:class:`gui.controller.AnnotationController` in image coordinates, and the window shows what the
+controller returns (uint8 RGB numpy images, strings, numbers). Long work (propagation, export)
+runs on a :class:`GeneratorWorker` thread so the window stays responsive; Cancel closes the
+generator on that thread.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
+from PyQt5.QtGui import QImage, QKeySequence, QPixmap
+from PyQt5.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox,
+                             QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QShortcut, QSizePolicy,
+                             QSlider, QVBoxLayout, QWidget)
+
+from gui.controller import AnnotationController, view_to_image
+from gui.overlay import OVERLAY_MODES
+
+SHORTCUTS = [
+    ("1 … 9", "select object 1 … 9 (1-Red, 2-Green, 3-Blue, ...)"),
+    ("Left / Right", "previous / next frame"),
+    ("Space", "play / pause"),
+    ("Left mouse", "positive: click / scribble / paint the current object"),
+    ("Right mouse", "negative: background click / scribble / paint"),
+    ("Ctrl + left drag", "select a region for local control (Finish Local to go back)"),
+    ("Mouse wheel", "brush size (Free mode)"),
+    ("Ctrl+Z", "undo"),
+    ("Ctrl+R", "reset frame"),
+    ("Ctrl+Enter", "commit the scribble interaction"),
+    ("Ctrl+P", "propagate"),
+    ("Escape", "cancel a running propagation / export"),
+    ("Ctrl+N", "add an object"),
+    ("Ctrl+S", "export masks, overlays and overlay video at the original resolution"),
+    ("Ctrl+= / Ctrl+-", "minimap zoom in / out"),
+    ("F1", "this help"),
+]
+
+
+def to_pixmap(image: np.ndarray) -> QPixmap:
+    """``H×W×3`` uint8 RGB → QPixmap (the data is copied)."""
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    return QPixmap.fromImage(QImage(image.data, w, h, 3 * w, QImage.Format_RGB888).copy())
+
+
+class GeneratorWorker(QObject):
+    """Runs a ``(done, total)`` generator on its own thread; ``cancel()`` stops it between steps."""
+
+    progress = pyqtSignal(int, int)
+    finished = pyqtSignal(bool, str)   # completed?, error message ("" if none)
+
+    def __init__(self, steps):
+        super().__init__()
+        self._steps = steps
+        self._cancel = False
+
+    def cancel(self) -> None:
+        self._cancel = True
+
+    def run(self) -> None:
+        completed, error = False, ""
+        try:
+            for done, total in self._steps:
+                self.progress.emit(int(done), int(total))
+                if self._cancel:
+                    break
+            else:
+                completed = True
+        except Exception as e:   # shown in the console: a failing step must not kill the GUI
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            try:
+                self._steps.close()   # cancels on this thread; runs the generator's cleanup
+            except Exception as e:
+                error = error or f"{type(e).__name__}: {e}"
+        self.finished.emit(completed, error)
+
+
+class Canvas(QLabel):
+    """The main image; forwards mouse input in label coordinates."""
+
+    def __init__(self, window: "MainWindow"):
+        super().__init__()
+        self.window_ = window
+        self.setAlignment(Qt.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(100, 100)
+        self.setMouseTracking(True)
+
+    def mousePressEvent(self, e):
+        self.window_.on_press(e)
+
+    def mouseMoveEvent(self, e):
+        self.window_.on_motion(e)
+
+    def mouseReleaseEvent(self, e):
+        self.window_.on_release(e)
+
+    def wheelEvent(self, e):
+        self.window_.on_wheel(e)
+
+
+class MainWindow(QWidget):
+    log_line = pyqtSignal(str)   # console lines from any thread, appended on the GUI thread
+
+    def __init__(self, controller: AnnotationController):
+        super().__init__()
+        self.c = controller
+        self.worker: GeneratorWorker | None = None
+        self.thread_: QThread | None = None
+        self.dialogs: list[QMessageBox] = []     # non-modal dialogs shown (kept for inspection)
+        self._job = ""
+        self.setWindowTitle("MiVOS")
+        self._build()
+        for line in self.c.console:
+            self.console.appendPlainText(line)
+        self.log_line.connect(self.console.appendPlainText)
+        self.c._log_cb = self._on_log
+        if getattr(self.c, "workspace_error", None):
+            self.show_message("Workspace not used", self.c.workspace_error, QMessageBox.Warning)
+        self.refresh(full=True)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        c = self.c
+        self.setGeometry(100, 100, max(c.width, 640) + 260, max(c.height, 360) + 160)
+        self.canvas = Canvas(self)
+
+        # right panel
+        self.minimap = QLabel()
+        self.minimap.setMinimumSize(100, 100)
+        self.minimap.setAlignment(Qt.AlignTop)
+        self.zoom_p_button = QPushButton("Zoom +")
+        self.zoom_m_button = QPushButton("Zoom -")
+        self.finish_local_button = QPushButton("Finish Local")
+        self.add_object_button = QPushButton("Add object")
+        self.help_button = QPushButton("Help")
+        self.zoom_p_button.clicked.connect(self.on_zoom_plus)
+        self.zoom_m_button.clicked.connect(self.on_zoom_minus)
+        self.finish_local_button.clicked.connect(self.on_finish_local)
+        self.add_object_button.clicked.connect(self.on_add_object)
+        self.help_button.clicked.connect(self.show_help)
+        self.console = QPlainTextEdit()
+        self.console.setReadOnly(True)
+        self.console.setMinimumHeight(100)
+        self.object_label = QLabel()
+
+        right = QVBoxLayout()
+        right.setAlignment(Qt.AlignTop)
+        right.addWidget(QLabel("Minimap"))
+        row = QHBoxLayout()
+        for b in (self.zoom_p_button, self.zoom_m_button, self.finish_local_button):
+            row.addWidget(b)
+        right.addLayout(row)
+        right.addWidget(self.minimap)
+        right.addWidget(self.object_label)
+        row = QHBoxLayout()
+        row.addWidget(self.add_object_button)
+        row.addWidget(self.help_button)
+        right.addLayout(row)
+        for text in ("Procedure:", "1. Label all objects in a frame with scribbles/clicks/free-hand drawing",
+                     "2. Propagate", "3. Find a frame with error, correct it and propagate again", "4. Repeat",
+                     "Tips:", "1: Use Ctrl+Left-click to drag-select a local control region.",
+                     "Click finish local to go back.", "2: Use Right-click to label background.",
+                     "3: Use Num-keys to change the object id. ", "(1-Red, 2-Green, 3-Blue, ...)",
+                     "4: \"Commit\" only works for S2M, it clears the buffer.",
+                     "5: Masks are autosaved to the workspace after every propagation."):
+            right.addWidget(QLabel(text))
+        right.addWidget(self.console)
+
+        draw_area = QHBoxLayout()
+        draw_area.addWidget(self.canvas, 4)
+        draw_area.addLayout(right, 1)
+
+        # timeline
+        self.tl_slider = QSlider(Qt.Horizontal)
+        self.tl_slider.setMinimum(0)
+        self.tl_slider.setMaximum(c.num_frames - 1)
+        self.tl_slider.setValue(c.cursor)
+        self.tl_slider.setTickPosition(QSlider.TicksBelow)
+        self.tl_slider.setTickInterval(1)
+        self.tl_slider.valueChanged.connect(self.on_slide)
+
+        # navigation row
+        self.lcd = QLabel(c.lcd_text())
+        self.lcd.setMinimumWidth(90)
+        self.play_button = QPushButton("Play")
+        self.play_button.clicked.connect(self.on_play)
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(self.on_play_tick)
+
+        self.radio_scribble = QRadioButton("Scribble")
+        self.radio_click = QRadioButton("Click")
+        self.radio_free = QRadioButton("Free")
+        self.mode_group = QButtonGroup(self)
+        for r in (self.radio_scribble, self.radio_click, self.radio_free):
+            self.mode_group.addButton(r)
+            r.toggled.connect(self.on_mode)
+        {"Scribble": self.radio_scribble, "Click": self.radio_click, "Free": self.radio_free}[c.mode].setChecked(True)
+        self.brush_label = QLabel()
+        self.brush_slider = QSlider(Qt.Horizontal)
+        self.brush_slider.setMinimum(1)
+        self.brush_slider.setMaximum(100)
+        self.brush_slider.setValue(c.free_brush_size)
+        self.brush_slider.setTickPosition(QSlider.TicksBelow)
+        self.brush_slider.setTickInterval(2)
+        self.brush_slider.setMinimumWidth(200)
+        self.brush_slider.valueChanged.connect(self.on_brush)
+        interact_box = QVBoxLayout()
+        top = QHBoxLayout()
+        for w in (self.radio_scribble, self.radio_click, self.radio_free, self.brush_label):
+            top.addWidget(w)
+        interact_box.addLayout(top)
+        interact_box.addWidget(self.brush_slider)
+
+        self.undo_button = QPushButton("Undo")
+        self.reset_button = QPushButton("Reset Frame")
+        self.undo_button.clicked.connect(self.on_undo)
+        self.reset_button.clicked.connect(self.on_reset)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setMinimumWidth(200)
+        self.progress.setAlignment(Qt.AlignCenter)
+        self.progress.setFormat("Idle")
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.on_cancel)
+        self.combo = QComboBox()
+        self.combo.addItems(list(OVERLAY_MODES))
+        self.combo.setCurrentText(c.overlay_mode)
+        self.combo.currentTextChanged.connect(self.on_overlay_mode)
+        self.commit_button = QPushButton("Commit")
+        self.run_button = QPushButton("Propagate")
+        self.save_button = QPushButton("Save")
+        self.commit_button.clicked.connect(self.on_commit)
+        self.run_button.clicked.connect(self.on_run)
+        self.save_button.clicked.connect(self.on_save)
+
+        navi = QHBoxLayout()
+        navi.addWidget(self.lcd)
+        navi.addWidget(self.play_button)
+        navi.addLayout(interact_box)
+        navi.addStretch(1)
+        navi.addWidget(self.undo_button)
+        navi.addWidget(self.reset_button)
+        navi.addStretch(1)
+        navi.addWidget(self.progress)
+        navi.addWidget(self.cancel_button)
+        navi.addWidget(QLabel("Overlay Mode"))
+        navi.addWidget(self.combo)
+        navi.addStretch(1)
+        navi.addWidget(self.commit_button)
+        navi.addWidget(self.run_button)
+        navi.addWidget(self.save_button)
+
+        self.status = QLabel()
+        layout = QVBoxLayout()
+        layout.addLayout(draw_area)
+        layout.addWidget(self.tl_slider)
+        layout.addLayout(navi)
+        layout.addWidget(self.status)
+        self.setLayout(layout)
+
+        # shortcuts
+        for k in range(1, 10):
+            QShortcut(QKeySequence(str(k)), self).activated.connect(partial(self.on_number_key, k))
+        bindings = [(Qt.Key_Left, self.on_prev), (Qt.Key_Right, self.on_next), (Qt.Key_Space, self.on_play),
+                    ("Ctrl+Z", self.on_undo), ("Ctrl+R", self.on_reset), ("Ctrl+Return", self.on_commit),
+                    ("Ctrl+P", self.on_run), (Qt.Key_Escape, self.on_cancel), ("Ctrl+N", self.on_add_object),
+                    ("Ctrl+S", self.on_save), ("Ctrl+=", self.on_zoom_plus), ("Ctrl+-", self.on_zoom_minus),
+                    (Qt.Key_F1, self.show_help)]
+        for key, slot in bindings:
+            QShortcut(QKeySequence(key), self).activated.connect(slot)
+
+        # the status line shows memory in use: refresh it now and then
+        self.status_timer = QTimer(self)
+        self.status_timer.timeout.connect(self.update_status)
+        self.status_timer.start(1000)
+
+    # ------------------------------------------------------------------ drawing
+    def refresh(self, full: bool = False) -> None:
+        c = self.c
+        self.canvas.setPixmap(to_pixmap(c.render()).scaled(self.canvas.size(), Qt.KeepAspectRatio,
+                                                           Qt.FastTransformation))
+        self.minimap.setPixmap(to_pixmap(c.minimap()).scaled(self.minimap.size(), Qt.KeepAspectRatio,
+                                                             Qt.FastTransformation))
+        if full:
+            self.lcd.setText(c.lcd_text())
+            if self.tl_slider.value() != c.cursor:
+                self.tl_slider.blockSignals(True)
+                self.tl_slider.setValue(c.cursor)
+                self.tl_slider.blockSignals(False)
+            self.brush_label.setText("Brush size: %d" % c.brush_size)
+            col = c.colours()[c.current_object]
+            self.object_label.setText(f"Object: {c.current_object} / {c.num_objects}")
+            self.object_label.setStyleSheet(f"color: rgb({col[0]},{col[1]},{col[2]}); font-weight: bold")
+            self._update_enabled()
+            self.update_status()
+
+    def _update_enabled(self) -> None:
+        job = self.worker is not None
+        en = {k: v and not job for k, v in self.c.enabled().items()}
+        self.tl_slider.setEnabled(en["navigate"])
+        self.lcd.setEnabled(en["navigate"])
+        self.play_button.setEnabled(en["play"])
+        self.run_button.setEnabled(en["propagate"])
+        self.zoom_p_button.setEnabled(en["zoom"])
+        self.zoom_m_button.setEnabled(en["zoom"])
+        self.finish_local_button.setEnabled(en["finish_local"])
+        self.commit_button.setEnabled(en["commit"])
+        self.brush_slider.setEnabled(en["brush"])
+        self.undo_button.setEnabled(en["undo"])
+        self.reset_button.setEnabled(en["reset"])
+        self.add_object_button.setEnabled(en["add_object"])
+        self.save_button.setEnabled(en["export"])
+        self.cancel_button.setEnabled(self.worker is not None)
+        for r in (self.radio_scribble, self.radio_click, self.radio_free):
+            r.setEnabled(not job)
+        self.combo.setEnabled(True)
+
+    def update_status(self) -> None:
+        self.status.setText(self.c.status_text())
+
+    def _on_log(self, line: str) -> None:
+        print(line, flush=True)
+        # lines from the worker thread are queued to the GUI thread by the signal
+        self.log_line.emit(line)
+
+    def show_message(self, title: str, text: str, icon=QMessageBox.Information) -> QMessageBox:
+        """A non-modal dialog (the session keeps running)."""
+        box = QMessageBox(icon, title, text, QMessageBox.Ok, self)
+        box.setModal(False)
+        box.show()
+        self.dialogs.append(box)
+        return box
+
+    def show_help(self) -> QMessageBox:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in SHORTCUTS)
+        box = self.show_message("Shortcuts", f"<table>{rows}</table>")
+        box.setTextFormat(Qt.RichText)
+        return box
+
+    # ------------------------------------------------------------------ mouse
+    def _image_pos(self, e) -> tuple[float, float]:
+        w, h = self.c.view_size
+        return view_to_image(e.x(), e.y(), self.canvas.width(), self.canvas.height(), w, h)
+
+    def on_press(self, e) -> None:
+        if self.c.busy or self.worker is not None:
+            return
+        x, y = self._image_pos(e)
+        ctrl = bool(e.modifiers() & Qt.ControlModifier)
+        self.c.press(x, y, positive=(e.button() == Qt.LeftButton), ctrl=ctrl)
+        self.refresh()
+
+    def on_motion(self, e) -> None:
+        x, y = self._image_pos(e)
+        self.c.move(x, y)
+        self.refresh()
+
+    def on_release(self, e) -> None:
+        if self.c.busy or self.worker is not None:
+            return
+        x, y = self._image_pos(e)
+        self.c.release(x, y)
+        self.refresh(full=True)
+
+    def on_wheel(self, e) -> None:
+        x, y = self._image_pos(e)
+        self.c.move(x, y)
+        if self.c.mode == "Free":
+            self.brush_slider.setValue(self.brush_slider.value() + e.angleDelta().y() // 30)
+        self.refresh(full=True)
+
+    # ------------------------------------------------------------------ controls
+    def on_slide(self, value: int) -> None:
+        self.c.set_frame(value)
+        self.refresh(full=True)
+
+    def on_prev(self) -> None:
+        if self.c.enabled()["navigate"]:
+            self.tl_slider.setValue(max(0, self.c.cursor - 1))
+
+    def on_next(self) -> None:
+        if self.c.enabled()["navigate"]:
+            self.tl_slider.setValue(min(self.c.num_frames - 1, self.c.cursor + 1))
+
+    def on_play(self) -> None:
+        if self.play_timer.isActive():
+            self.play_timer.stop()
+            self.play_button.setText("Play")
+        elif self.c.enabled()["play"]:
+            self.play_timer.start(1000 // 25)
+            self.play_button.setText("Pause")
+
+    def on_play_tick(self) -> None:
+        if not self.c.enabled()["navigate"]:
+            return
+        self.tl_slider.setValue(0 if self.c.cursor >= self.c.num_frames - 1 else self.c.cursor + 1)
+
+    def on_mode(self) -> None:
+        for r, m in ((self.radio_scribble, "Scribble"), (self.radio_click, "Click"), (self.radio_free, "Free")):
+            if r.isChecked():
+                self.c.set_mode(m)
+        self.refresh(full=True)
+
+    def on_brush(self, value: int) -> None:
+        self.c.set_brush_size(value)
+        self.refresh(full=True)
+
+    def on_number_key(self, k: int) -> None:
+        if k <= self.c.num_objects:
+            self.c.set_object(k)
+            self.refresh(full=True)
+
+    def on_overlay_mode(self, mode: str) -> None:
+        self.c.set_overlay_mode(mode)
+        self.refresh()
+
+    def on_undo(self) -> None:
+        self.c.undo()
+        self.refresh(full=True)
+
+    def on_reset(self) -> None:
+        self.c.reset_frame()
+        self.refresh(full=True)
+
+    def on_commit(self) -> None:
+        if self.c.enabled()["commit"]:
+            self.c.commit()
+            self.refresh(full=True)
+
+    def on_zoom_plus(self) -> None:
+        self.c.zoom_in()
+        self.refresh()
+
+    def on_zoom_minus(self) -> None:
+        self.c.zoom_out()
+        self.refresh()
+
+    def on_finish_local(self) -> None:
+        self.c.finish_local()
+        self.refresh(full=True)
+
+    def on_add_object(self) -> None:
+        if self.c.enabled()["add_object"]:
+            self.c.add_object()
+            self.refresh(full=True)
+
+    # ------------------------------------------------------------------ long jobs on the worker
+    def _start_job(self, name: str, steps) -> bool:
+        if self.worker is not None:
+            return False
+        self._job = name
+        self.worker = GeneratorWorker(steps)
+        self.thread_ = QThread(self)
+        self.worker.moveToThread(self.thread_)
+        self.thread_.started.connect(self.worker.run)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.finished.connect(self._on_job_finished)
+        self.progress.setFormat(f"{name}…")
+        self.progress.setValue(0)
+        self.thread_.start()
+        self._update_enabled()
+        return True
+
+    def _on_progress(self, done: int, total: int) -> None:
+        ratio = done / total if total > 0 else 1.0
+        self.progress.setValue(int(ratio * 100))
+        self.progress.setFormat(f"{self._job} %2.1f%%" % (ratio * 100))
+        self.refresh()
+
+    def _on_job_finished(self, completed: bool, error: str) -> None:
+        self.thread_.quit()
+        self.thread_.wait()
+        self.worker.deleteLater()
+        self.thread_.deleteLater()
+        self.worker = self.thread_ = None
+        self.progress.setFormat("Idle")
+        self.progress.setValue(0)
+        if error:
+            self.c.log(f"{self._job} failed: {error}")
+            self.show_message(f"{self._job} failed", error, QMessageBox.Critical)
+        self.refresh(full=True)
+
+    @property
+    def job_running(self) -> bool:
+        return self.worker is not None
+
+    def on_run(self) -> None:
+        if not self.c.enabled()["propagate"] or self.worker is not None:
+            return
+        if self.c.interacted_mask is None:
+            self.c.log("Cannot propagate! No interacted mask!")
+            return
+        self._start_job("Propagating", self.c.propagate_iter())
+
+    def on_cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.c.log(f"{self._job}: cancelling…")
+
+    def default_export_dir(self) -> Path:
+        ws = self.c.workspace
+        return (ws.root if ws is not None else Path(".")) / "export"
+
+    def on_save(self) -> None:
+        if not self.c.enabled()["export"] or self.worker is not None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export masks and overlays to", str(self.default_export_dir()))
+        if folder:
+            self.start_export(folder)
+
+    def start_export(self, folder: str | Path) -> bool:
+        return self._start_job("Exporting", self.c.export_iter(folder))
+
+    def closeEvent(self, e) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.thread_.quit()
+            self.thread_.wait(10000)
+        self.play_timer.stop()
+        self.status_timer.stop()
+        super().closeEvent(e)

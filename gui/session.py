@@ -1,0 +1,142 @@
+"""Command line of the annotation GUI and building a session from it (Qt-free).
+
+``build_parser()`` holds every option of the original ``interactive_gui.py`` plus ``--device`` and
+``--workspace``; :func:`open_session` loads the networks, opens the frames lazily and returns a
+ready :class:`~gui.controller.AnnotationController`. Errors are one-line exceptions
+(:class:`util.checkpoint.CheckpointError`, :class:`util.video_io.FrameSourceError`,
+:class:`SessionError`) that the entry point prints without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gui.controller import AnnotationController
+from gui.workspace import Workspace
+from util.video_io import DEFAULT_CACHE_FRAMES, open_frames
+
+
+class SessionError(ValueError):
+    """Bad command-line input that is not a frame or checkpoint problem. One line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="MiVOS interactive video object segmentation GUI")
+    p.add_argument("--prop_model", default="saves/propagation_model.pth", help="propagation network weights")
+    p.add_argument("--fusion_model", default="saves/fusion.pth", help="fusion network weights")
+    p.add_argument("--s2m_model", default="saves/s2m.pth", help="Scribble-to-Mask weights")
+    p.add_argument("--fbrs_model", default="saves/fbrs.pth", help="f-BRS weights (resnet50_dh128_lvis.pth)")
+    p.add_argument("--images", help="folder of frames (.jpg, else .png); wins over --video")
+    p.add_argument("--video", default="example/example.mp4", help="any video OpenCV can read")
+    p.add_argument("--num_objects", type=int, help="default: masks.max() with --masks, else 1 "
+                   "(more can be added in the GUI)")
+    p.add_argument("--mem_freq", type=int, default=5, help="memory period (frames) of the propagation")
+    p.add_argument("--mem_profile", type=int, default=0,
+                   help="0 - fastest, most GPU memory; 1; 2; 3 - slowest, least GPU memory. Default: 0")
+    p.add_argument("--masks", help="optional folder of masks (palette PNGs); only sets --num_objects")
+    p.add_argument("--no_amp", action="store_true", help="turn off mixed precision (CUDA only)")
+    p.add_argument("--resolution", type=int, default=480,
+                   help="shorter side to work at; -1 keeps the original size. Exports are always at the "
+                        "original size")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the networks run")
+    p.add_argument("--workspace", help="folder for autosaved masks and the session (default "
+                   "workspace/<video name>)")
+    p.add_argument("--cache_frames", type=int, default=DEFAULT_CACHE_FRAMES,
+                   help="decoded frames kept in RAM (default %(default)s)")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SessionError("--device cuda: no CUDA device is available; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def count_objects_in_masks(folder: str) -> int:
+    """The original's ``masks.max()`` (255-valued binary masks count as one object)."""
+    from util.palette import load_mask_png
+    path = Path(folder)
+    files = sorted(path.glob("*.png")) if path.is_dir() else []
+    if not files:
+        raise SessionError(f"--masks {folder}: no .png masks in this folder; pass a folder of palette PNGs")
+    first = load_mask_png(files[0])
+    if first.max() == 255:
+        return 1
+    return max(int(load_mask_png(f).max()) for f in files)
+
+
+class Networks:
+    """The loaded networks of a session."""
+
+    def __init__(self, prop, fusion, s2m, fbrs):
+        self.prop, self.fusion, self.s2m, self.fbrs = prop, fusion, s2m, fbrs
+
+
+def load_networks(args, device: torch.device) -> Networks:
+    """Load the four networks (a missing or broken file raises CheckpointError naming
+    ``python download_model.py``)."""
+    from model.factory import load_fbrs, load_fusion, load_propagation, load_s2m
+    prop = load_propagation(args.prop_model, device)
+    fusion = load_fusion(args.fusion_model, device)
+    s2m = load_s2m(args.s2m_model, device)
+    fbrs = load_fbrs(args.fbrs_model, device) if args.fbrs_model else None
+    return Networks(prop, fusion, s2m, fbrs)
+
+
+def default_workspace(frames) -> Path:
+    return Path("workspace") / frames.name
+
+
+def open_session(args, log: Callable[[str], None] | None = None, networks: Networks | None = None,
+                 fbrs_controller=None) -> AnnotationController:
+    """Everything from parsed ``args`` to a controller. ``networks`` / ``fbrs_controller`` may be
+    given to reuse already loaded ones (tests)."""
+    device = resolve_device(args.device)
+    if args.num_objects is not None and args.num_objects < 1:
+        raise SessionError(f"--num_objects {args.num_objects}: must be at least 1")
+    if args.mem_freq < 1:
+        raise SessionError(f"--mem_freq {args.mem_freq}: must be at least 1")
+    # frames first: a bad video is reported before minutes of model loading
+    frames = open_frames(images=args.images, video=None if args.images else args.video,
+                         resolution=args.resolution, cache_frames=args.cache_frames)
+    if len(frames) < 2:
+        raise SessionError(f"{frames.path}: has {len(frames)} frame; at least 2 are needed to propagate")
+    num_objects = args.num_objects
+    if num_objects is None:
+        num_objects = count_objects_in_masks(args.masks) if args.masks else 1
+    if networks is None:
+        networks = load_networks(args, device)
+
+    from inference_core import InferenceCore
+    from inference_core.interaction.s2m_controller import S2MController
+    core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
+                         mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device)
+    if fbrs_controller is None and networks.fbrs is not None:
+        try:
+            from inference_core.interaction.fbrs_controller import FBRSController
+            fbrs_controller = FBRSController(networks.fbrs, device)
+        except ImportError:
+            fbrs_controller = None
+    workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))
+    s2m_net = networks.s2m
+    controller = AnnotationController(
+        core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device),
+        fbrs_controller, workspace, log=log, amp=not args.no_amp and device.type == "cuda")
+    return controller
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def summarise_masks(masks: np.ndarray) -> dict[int, int]:
+    """Object id → pixel count over a ``T×H×W`` stack (for logs and tests)."""
+    ids, counts = np.unique(masks, return_counts=True)
+    return {int(i): int(c) for i, c in zip(ids, counts)}

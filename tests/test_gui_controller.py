@@ -1,0 +1,414 @@
+"""The Qt-free GUI controller with the real InferenceCore and formula-weight networks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from gui.controller import AnnotationController, view_to_image
+from gui.session import SessionError, open_session
+from gui.workspace import Workspace
+from inference_core.interaction.s2m_controller import S2MController
+from model.aggregate import aggregate_sbg, aggregate_wbg
+from util.tensor_util import unpad
+from tests.helpers_gui import (FakeFBRS, formula_networks, label_centroid, make_test_clip, session_args)
+from util.palette import load_mask_png
+from util.video_io import FrameSourceError, ImageFolderSource, VideoFileSource, open_frames, working_size
+
+ROOT = Path(__file__).resolve().parents[1]
+T = 4
+
+
+@pytest.fixture(scope="module")
+def nets(formula, tmp_path_factory):
+    return formula_networks(formula, tmp_path_factory.mktemp("gui_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return make_test_clip(num_frames=T)
+
+
+@pytest.fixture
+def video(clip, tmp_path):
+    from dataset.synthetic import write_video
+    return write_video(tmp_path / "clip.mp4", clip.frames)
+
+
+def make_controller(nets, video, workspace, fbrs=None, **kw) -> AnnotationController:
+    args = session_args(video=str(video), workspace=str(workspace), resolution=-1, num_objects=2, **kw)
+    return open_session(args, networks=nets[0], fbrs_controller=fbrs or FakeFBRS())
+
+
+def scribble(c: AnnotationController, k: int, x: float, y: float, length: float = 8, positive: bool = True):
+    c.set_object(k)
+    c.press(x - length, y, positive=positive)
+    c.move(x, y)
+    c.release(x + length, y)
+
+
+def scribble_both(c, clip, frame=0):
+    for k in (1, 2):
+        scribble(c, k, *label_centroid(clip.labels[frame], k))
+
+
+def test_scribble_propagate_autosave(nets, clip, video, tmp_path):
+    ws = tmp_path / "ws"
+    c = make_controller(nets, video, ws)
+    c.set_mode("Scribble")
+    scribble_both(c, clip)
+    mask0 = c.current_mask()
+    drawn = c.interaction.drawn_map
+    for k in (1, 2):
+        x, y = label_centroid(clip.labels[0], k)
+        assert drawn[int(round(y)), int(round(x))] == k          # 3-px strokes of each object
+    assert set(np.unique(drawn)) == {1, 2, 255}
+    # the shown mask is S2M on those scribbles, hard-aggregated (formula weights: any labels)
+    s2m = S2MController(nets[0].s2m, 2, ignore_class=255)
+    expected = aggregate_wbg(s2m.interact(c.core.get_image(0), c.core.masks[0] * 0, drawn), keep_bg=True, hard=True)
+    assert torch.allclose(c.interacted_mask, expected)
+    assert np.array_equal(mask0, unpad(torch.argmax(expected, 0), c.core.pad)[0].numpy())
+    # the edit on frame 0 is on disk before any propagation
+    assert np.array_equal(load_mask_png(ws / "masks" / "00000.png"), mask0)
+    c.propagate()
+    assert c.interacted_mask is None and not c.busy
+    assert any("Propagation finished!" in line for line in c.console)
+    assert c.last_speed_fps is not None and c.last_speed_fps > 0
+    for t in range(T):
+        saved = load_mask_png(ws / "masks" / f"{t:05d}.png")
+        assert np.array_equal(saved, c.core.np_masks[t])
+        assert set(np.unique(saved)) <= {0, 1, 2}
+    for t in range(1, T):
+        assert np.array_equal(c.core.np_masks[t], unpad(torch.argmax(c.core.get_prob(t), 0), c.core.pad)[0].numpy())
+    session = json.loads((ws / "session.json").read_text())
+    assert session["num_objects"] == 2 and session["interacted"] == [0]
+    assert session["video"]["frames"] == T and session["video"]["width"] == clip.frames.shape[2]
+    # the status line reports frame, object, speed and memory
+    s = c.status_text()
+    assert "Frame 0 / 3" in s and "Object 2 / 2" in s and "frames/s" in s and "MiB" in s
+    # the view only ever gets numpy images
+    img = c.render()
+    assert isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == clip.frames.shape[1:]
+    assert c.minimap().shape[:2] == (min(150, clip.frames.shape[1]), min(150, clip.frames.shape[2]))
+
+
+def test_undo_scribble_strokes_and_whole_interaction(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Scribble")
+    x, y = label_centroid(clip.labels[0], 1)
+    scribble(c, 1, x, y)
+    after_one = c.interaction.drawn_map.copy()
+    mask_one = c.current_mask().copy()
+    x2, y2 = label_centroid(clip.labels[0], 2)
+    scribble(c, 2, x2, y2)
+    assert (c.interaction.drawn_map == 2).any()
+    c.undo()                                   # back to the first stroke inside the interaction
+    assert np.array_equal(c.interaction.drawn_map, after_one)
+    assert np.array_equal(c.current_mask(), mask_one)
+    c.undo()                                   # drops the interaction: back to the core's probabilities
+    assert c.interaction is None and c.this_frame_interactions == []
+    assert (c.current_mask() == 0).all()
+    assert torch.equal(c.interacted_mask, c.core.get_prob(0))
+
+
+def test_commit_starts_new_scribble_interaction(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Scribble")
+    scribble(c, 1, *label_centroid(clip.labels[0], 1))
+    first = c.interaction
+    c.commit()
+    committed = c.core.masks[0].clone()
+    assert c.interaction is None and c.this_frame_interactions == [first]
+    scribble(c, 2, *label_centroid(clip.labels[0], 2))
+    assert c.interaction is not first
+    # the new interaction starts from the committed result (hard mask of the frame), empty canvas
+    assert torch.equal(c.interaction.prev_mask, committed)
+    assert not (c.interaction.drawn_map == 1).any()
+    assert c.enabled()["commit"]
+    c.set_mode("Click")
+    assert not c.enabled()["commit"]
+
+
+def test_click_mode_targets_current_object(nets, clip, video, tmp_path):
+    fbrs = FakeFBRS()
+    c = make_controller(nets, video, tmp_path / "ws", fbrs=fbrs)
+    assert c.mode == "Click"                   # the original starts in click mode
+    x, y = label_centroid(clip.labels[0], 2)
+    c.set_object(2)
+    c.press(x, y)
+    c.release(x, y)
+    m = c.current_mask()
+    assert m[int(y), int(x)] == 2 and set(np.unique(m)) == {0, 2}
+    c.press(x + 30, y, positive=True)
+    c.release(x + 30, y)
+    assert c.interaction is not None and len(c.interaction.clicks) == 2
+    c.undo()
+    assert len(c.interaction.clicks) == 1
+    assert np.array_equal(c.current_mask(), m)
+    # changing object starts a new click session
+    c.set_object(1)
+    assert not fbrs.anchored
+    c.press(5, 5, positive=False)
+    c.release(5, 5)
+    assert fbrs.clicks[-1][2] is False
+    assert len(c.this_frame_interactions) == 1
+
+
+def test_free_mode_paints_soft_probabilities(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Free")
+    c.wheel(120 * 2)                           # two notches: 3 + 8
+    assert c.brush_size == 11
+    c.set_object(2)
+    c.press(20, 30)
+    c.move(60, 30)
+    c.release(60, 30)
+    m = c.current_mask()
+    assert (m[30, 20:61] == 2).all() and m[30 + 10, 40] == 0
+    # soft aggregation (background fixed at 0.5) of the painted probabilities
+    assert torch.equal(c.interacted_mask, aggregate_sbg(c.interaction.out_prob, keep_bg=True))
+    assert (c.interaction.drawn_map[1, 0, 30, 20:61] == 1).all()
+    # background paint removes it
+    c.press(40, 20, positive=False)
+    c.move(40, 40)
+    c.release(40, 40)
+    assert c.current_mask()[30, 40] == 0
+
+
+def test_local_control_pastes_inside_the_box(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Free")
+    c.press(10, 10, ctrl=True)
+    c.move(70, 60)
+    c.release(70, 60)
+    assert c.in_local_mode and c.local_bb == (10, 70, 10, 60)
+    assert c.view_size == (61, 51)
+    assert not c.enabled()["navigate"] and c.enabled()["finish_local"]
+    c.set_frame(2)
+    assert c.cursor == 0                       # navigation is locked in local mode
+    c.set_object(1)
+    c.set_brush_size(100)
+    c.press(0, 25)
+    c.move(60, 25)
+    c.release(60, 25)                           # paints the whole crop with object 1
+    assert (c.local_np_mask == 1).all()
+    c.finish_local()
+    m = c.current_mask()
+    assert not c.in_local_mode
+    assert (m[13:58, 13:68] == 1).all()        # box minus the 3-px margin
+    assert (m[:10] == 0).all() and (m[:, 71:] == 0).all()
+    assert (m[10:13, 10:71] == 0).all()        # the margin is not pasted
+    assert any("Finished local control." in line for line in c.console)
+
+
+def test_reset_frame_and_add_object(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Scribble")
+    scribble_both(c, clip)
+    c.propagate()
+    prob_before = c.core.get_prob(0).clone()
+    c.reset_frame()
+    assert (c.current_mask() == 0).all()
+    assert torch.equal(c.core.get_prob(0), prob_before)      # kept for the next difference mask
+    assert (load_mask_png(tmp_path / "ws" / "masks" / "00000.png") == 0).all()
+
+    c.set_frame(2)
+    k = c.add_object()
+    assert k == 3 and c.num_objects == 3 and c.core.num_objects == 3 and c.current_object == 3
+    assert c.s2m.num_objects == 3
+    assert len(c.colours()) == 4
+    c.set_mode("Free")
+    c.set_brush_size(9)
+    c.press(5, 5)
+    c.move(30, 5)
+    c.release(30, 5)
+    assert (c.current_mask()[5, 5:31] == 3).all()
+    c.propagate()
+    assert (c.core.np_masks[2][5, 5:31] == 3).all()          # the interacted frame keeps its edit
+    assert set(np.unique(c.core.np_masks)) <= {0, 1, 2, 3}
+    assert json.loads((tmp_path / "ws" / "session.json").read_text())["num_objects"] == 3
+
+
+def test_cancel_propagation_keeps_a_consistent_state(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Scribble")
+    scribble_both(c, clip, frame=0)
+    steps = c.propagate_iter()
+    assert next(steps)[0] == 0
+    assert c.busy
+    next(steps)                                # one frame done
+    steps.close()
+    assert not c.busy
+    assert any("cancelled after 1 of 3" in line for line in c.console)
+    assert c.interacted_mask is not None       # the user can propagate again
+    saved = load_mask_png(tmp_path / "ws" / "masks" / "00001.png")
+    assert np.array_equal(saved, c.core.np_masks[1])
+    c.propagate()
+    assert c.console[-2].endswith("Propagation finished!")
+
+
+def test_resume_from_workspace(nets, clip, video, tmp_path):
+    ws = tmp_path / "ws"
+    c = make_controller(nets, video, ws)
+    c.set_mode("Scribble")
+    scribble_both(c, clip)
+    c.propagate()
+    c.set_frame(2)
+    c.add_object()
+    c.set_mode("Free")
+    c.press(5, 5)
+    c.move(20, 5)
+    c.release(20, 5)                           # an edit that was never propagated
+    masks = c.core.np_masks.copy()
+    del c
+
+    r = make_controller(nets, video, ws)
+    assert r.resumed and r.num_objects == 3 and r.core.num_objects == 3
+    assert np.array_equal(r.core.np_masks, masks)
+    assert r.core.interacted == {0}
+    assert r.cursor == 2 and r.interacted_mask is not None      # the pending edit can be propagated
+    r.propagate()
+    assert r.core.interacted == {0, 2}
+    assert any("Resumed workspace" in line for line in r.console)
+
+
+def test_workspace_of_another_video_is_not_touched(nets, clip, video, tmp_path):
+    from dataset.synthetic import make_clip, write_video
+    ws = tmp_path / "ws"
+    c = make_controller(nets, video, ws)
+    c.set_mode("Scribble")
+    scribble_both(c, clip)
+    c.propagate()
+    before = {p.name: p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
+    other = write_video(tmp_path / "other.mp4", make_clip(num_frames=T, width=128, height=112, seed=99).frames)
+    o = make_controller(nets, other, ws)
+    assert not o.resumed and not o.workspace.writable
+    assert "belongs to another video" in o.workspace_error
+    assert any("Workspace not used" in line for line in o.console)
+    o.set_mode("Free")
+    o.press(5, 5)
+    o.move(50, 5)
+    o.release(50, 5)
+    o.propagate()
+    after = {p.name: p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
+    assert after == before
+
+
+def test_export_at_original_resolution(nets, tmp_path):
+    from dataset.synthetic import make_clip, write_image_folder
+    big = make_clip(num_frames=3, width=256, height=224, num_objects=2, seed=5)
+    folder = tmp_path / "frames"
+    write_image_folder(folder, big.frames)
+    args = session_args(images=str(folder), workspace=str(tmp_path / "ws"), resolution=112, num_objects=2)
+    c = open_session(args, networks=nets[0], fbrs_controller=FakeFBRS())
+    assert (c.width, c.height) == (128, 112)
+    c.set_mode("Free")
+    c.set_brush_size(15)
+    c.press(40, 50)
+    c.move(80, 50)
+    c.release(80, 50)
+    c.propagate()
+    out = tmp_path / "export"
+    c.export(out)
+    for t in range(3):
+        m = load_mask_png(out / "mask" / f"{t:05d}.png")
+        assert m.shape == (224, 256)
+        small = cv2.resize(m, (128, 112), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(small, c.core.np_masks[t])
+        ov = cv2.imread(str(out / "overlay" / f"{t:05d}.png"))
+        assert ov.shape == (224, 256, 3)
+    assert load_mask_png(out / "mask" / "00000.png")[50 * 2, 60 * 2] == 1
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (256, 224)
+    assert not list(out.rglob("*.tmp*"))
+    assert c.console[-1].endswith("Done.")
+
+
+# ---------------------------------------------------------------------- frame sources and bad input
+def test_frame_sources_are_lazy_and_resize(clip, tmp_path):
+    from dataset.synthetic import write_image_folder, write_video
+    assert working_size(640, 480, 480) == (640, 480)
+    assert working_size(854, 480, 240) == (427, 240)
+    assert working_size(300, 500, 7) == (7, 11)
+    assert working_size(300, 500, -1) == (300, 500)
+    folder = tmp_path / "frames"
+    write_image_folder(folder, clip.frames)
+    src = ImageFolderSource(folder, resolution=56, cache_frames=2)
+    assert len(src) == T and src.size == (64, 56) and src.original_size == (128, 112)
+    for t in range(T):
+        assert src[t].shape == (56, 64, 3) and src[t].dtype == np.uint8
+    assert src.cached_frames == 2
+    assert src.read_original(1).shape == (112, 128, 3)
+    vid = VideoFileSource(write_video(tmp_path / "v.mp4", clip.frames), resolution=-1, cache_frames=3)
+    assert len(vid) == T
+    frames = [vid[t] for t in (3, 0, 2, 1)]
+    assert vid.cached_frames == 3
+    assert np.abs(frames[1].astype(int) - clip.frames[0]).mean() < 8     # mp4v is lossy
+    assert vid.identity()["hash"] == VideoFileSource(tmp_path / "v.mp4").identity()["hash"]
+
+
+def test_bad_inputs_raise_one_line_errors(clip, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video")
+    with pytest.raises(FrameSourceError, match="OpenCV cannot decode"):
+        open_frames(video=str(bad))
+    with pytest.raises(FrameSourceError, match="file not found"):
+        open_frames(video=str(tmp_path / "missing.mp4"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FrameSourceError, match="no .jpg or .png frames"):
+        open_frames(images=str(empty))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / "00000.jpg"), np.zeros((112, 128, 3), np.uint8))
+    cv2.imwrite(str(mixed / "00001.jpg"), np.zeros((120, 128, 3), np.uint8))
+    with pytest.raises(FrameSourceError, match="different sizes") as e:
+        open_frames(images=str(mixed))
+    assert "\n" not in str(e.value)
+    single = tmp_path / "single"
+    single.mkdir()
+    cv2.imwrite(str(single / "00000.jpg"), np.zeros((112, 128, 3), np.uint8))
+    with pytest.raises(SessionError, match="at least 2"):
+        open_session(session_args(images=str(single), workspace=str(tmp_path / "w")))
+
+
+def _run_cli(*args, timeout=120):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, str(ROOT / "interactive_gui.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_missing_weights_and_bad_video(clip, tmp_path):
+    from dataset.synthetic import write_video
+    video = write_video(tmp_path / "clip.mp4", clip.frames)
+    r = _run_cli("--video", str(video), "--prop_model", str(tmp_path / "nope.pth"), "--device", "cpu",
+                 "--workspace", str(tmp_path / "ws"))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "python download_model.py" in lines[0] and "nope.pth" in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    r = _run_cli("--video", str(bad), "--device", "cpu")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: --video")
+    r = _run_cli("-h")
+    for opt in ("--prop_model", "--fusion_model", "--s2m_model", "--fbrs_model", "--images", "--video",
+                "--num_objects", "--mem_freq", "--mem_profile", "--masks", "--no_amp", "--resolution",
+                "--device", "--workspace"):
+        assert opt in r.stdout
+
+
+def test_view_to_image_mapping():
+    # a 200×100 image on a 400×400 label: scaled ×2, centred vertically (offset 100)
+    assert view_to_image(0, 100, 400, 400, 200, 100) == (0.0, 0.0)
+    assert view_to_image(200, 200, 400, 400, 200, 100) == (100.0, 50.0)
+    assert view_to_image(399, 399, 400, 400, 200, 100) == (199.0, 99.0)    # clamped
