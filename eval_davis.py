@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     scores: dict[str, SequenceScores] = {}
     unscored: list[str] = []
     total_time, total_frames = 0.0, 0
-    for data in progressbar.progressbar(loader, max_value=len(dataset), redirect_stdout=True):
+    for data in progressbar.progressbar(loader, max_value=len(dataset)):
         info = data["info"]
         name, labels = info["name"], [int(v) for v in info["labels"]]
         gt_onehot = data["gt"][:, 0]                                  # K×1×H×W, frame 0

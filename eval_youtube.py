@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.num_workers)
     total_time, total_frames = 0.0, 0
-    for data in progressbar.progressbar(loader, max_value=len(dataset), redirect_stdout=True):
+    for data in progressbar.progressbar(loader, max_value=len(dataset)):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.time()

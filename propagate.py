@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         overlay = OverlayWriter(Path(args.overlay), overlay_source, getattr(source, "fps", 25.0) or 25.0)
 
     import progressbar
-    bar = progressbar.ProgressBar(max_value=num_frames, redirect_stdout=True) if not args.quiet else None
+    bar = progressbar.ProgressBar(max_value=num_frames) if not args.quiet else None
     start = time.time()
     try:
         with torch.inference_mode():
