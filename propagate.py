@@ -108,6 +108,12 @@ class OverlayWriter:
         self.writer.release()
 
 
+def frame_names(source) -> list[str]:
+    """Output names: the frame files' stems for an image folder, ``%05d`` for a video."""
+    files = getattr(source, "files", None)
+    return [f.stem for f in files] if files is not None else [f"{t:05d}" for t in range(len(source))]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -127,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inference_core.core import InferenceCore, default_device
-    from inference_core.semisup import frame_labels, propagate_first_frame
+    from inference_core.core import default_device
     from model.factory import load_propagation
     from util.video_io import open_frames
 
@@ -142,10 +147,8 @@ def run(args: argparse.Namespace) -> int:
     mask0, ids = read_first_mask(args.mask, source.original_size)
     num_frames = len(source)
     width, height = source.original_size
-    names = ([f.stem for f in source.files] if hasattr(source, "files")
-             else [f"{t:05d}" for t in range(num_frames)])
-    onehot = onehot_at(mask0, ids, source.size)
-    lost = [i for i, ch in zip(ids, onehot) if ch.sum() == 0]
+    names = frame_names(source)
+    lost = [i for i, ch in zip(ids, onehot_at(mask0, ids, source.size)) if ch.sum() == 0]
     if lost:
         print(f"warning: object(s) {lost} vanish at the processing size {source.size[0]}x{source.size[1]}; "
               "use a larger --resolution", file=sys.stderr)
@@ -163,23 +166,8 @@ def run(args: argparse.Namespace) -> int:
     bar = progressbar.ProgressBar(max_value=num_frames) if not args.quiet else None
     start = time.time()
     try:
-        with torch.inference_mode():
-            # features are read once per frame going forward: no cache beyond the frame in use
-            core = InferenceCore(net, None, source, len(ids), mem_freq=args.mem_freq, device=device,
-                                 feature_cache_bytes=0, prob_storage="uint16")
-            core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
-
-            def emit(t: int, labels: np.ndarray) -> None:
-                save_mask_png(out_dir / f"{names[t]}.png", labels)
-                if overlay is not None:
-                    overlay.write(t, labels)
-                if bar is not None:
-                    bar.update(t + 1)
-
-            emit(0, mask0)
-            for t, _ in propagate_first_frame(core, onehot):
-                emit(t, frame_labels(core.get_prob(t), core.pad, (height, width), ids))
-                core.probs.release(t)
+        stats = propagate_to_files(net, source, mask0, ids, out_dir, names, args.mem_freq, device, overlay,
+                                   (lambda t: bar.update(t + 1)) if bar is not None else None)
     finally:
         if overlay is not None:
             overlay.close()
@@ -188,8 +176,44 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.time() - start
     print(f"{num_frames} frames, {len(ids)} object(s) {ids}, processed at {source.size[0]}x{source.size[1]}, "
           f"written at {width}x{height} to {out_dir}" + (f" and {args.overlay}" if args.overlay else "")
-          + f"; {elapsed:.1f} s ({num_frames / max(elapsed, 1e-9):.2f} fps)")
+          + f"; {elapsed:.1f} s ({num_frames / max(elapsed, 1e-9):.2f} fps); peak stored probabilities "
+          f"{stats['peak_prob_bytes'] / 2**20:.1f} MiB")
     return 0
+
+
+def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Sequence[int], out_dir: Path,
+                       names: Sequence[str], mem_freq: int, device: torch.device,
+                       overlay: OverlayWriter | None = None, progress=None) -> dict:
+    """Propagate ``mask0`` (``H×W`` ids at the original size) through ``source`` (a frame source at the
+    processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each frame is final.
+    Returns ``{"frames", "peak_prob_bytes", "peak_feature_bytes"}`` (what the run kept in memory)."""
+    from inference_core.core import InferenceCore
+    from inference_core.semisup import frame_labels, propagate_first_frame
+
+    width, height = source.original_size
+    onehot = onehot_at(mask0, ids, source.size)
+    peak_prob = peak_feat = 0
+    with torch.inference_mode():
+        # features are read once per frame going forward: no cache beyond the frame in use
+        core = InferenceCore(net, None, source, len(ids), mem_freq=mem_freq, device=device,
+                             feature_cache_bytes=0, prob_storage="uint16")
+        core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
+
+        def emit(t: int, labels: np.ndarray) -> None:
+            save_mask_png(out_dir / f"{names[t]}.png", labels)
+            if overlay is not None:
+                overlay.write(t, labels)
+            if progress is not None:
+                progress(t)
+
+        emit(0, mask0)
+        for t, _ in propagate_first_frame(core, onehot):
+            peak_prob = max(peak_prob, core.probs.nbytes)
+            peak_feat = max(peak_feat, core.query_cache.nbytes)
+            emit(t, frame_labels(core.get_prob(t), core.pad, (height, width), ids))
+            core.probs.release(t)
+            core.probs.release(0)   # the first frame's probabilities are in its memory already
+    return {"frames": len(source), "peak_prob_bytes": peak_prob, "peak_feature_bytes": peak_feat}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,16 +69,28 @@ def test_propagate_video_with_overlay(prop_checkpoint, clip_files, tmp_path, cap
     assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, WIDTH, 3)
 
 
-def test_propagate_image_folder_keeps_names_and_ids(prop_checkpoint, clip_files, tmp_path):
+def test_propagate_image_folder_keeps_names_and_ids_in_bounded_memory(formula, clip_files, tmp_path):
+    import torch
+    from model.propagation.prop_net import PropagationNetwork
+    from util.video_io import ImageFolderSource
+
     root, mask0 = clip_files
+    net = PropagationNetwork().eval()
+    net.load_state_dict(formula.formula_state_dict(net.state_dict()))
+    source = ImageFolderSource(root / "frames", resolution=RES, cache_frames=2)
     out = tmp_path / "masks"
-    rc = propagate.main(["--images", str(root / "frames"), "--mask", str(root / "mask0.png"), "--output", str(out),
-                         "--model", str(prop_checkpoint), "--resolution", str(RES), "--device", "cpu", "--quiet",
-                         "--mem_freq", "2"])
-    assert rc == 0
+    stats = propagate.propagate_to_files(net, source, mask0, list(IDS), out, propagate.frame_names(source),
+                                         mem_freq=2, device=torch.device("cpu"))
     files = sorted(out.glob("*.png"))
     assert [f.stem for f in files] == [f"frame_{t:03d}" for t in range(FRAMES)]
     _check_masks(files, mask0)
+    # at most two frames of probabilities (uint16, (K+1)×H'×W' padded to /16: frame 0 + the newest) and one
+    # frame of query features are held at a time, whatever the length
+    one_frame_probs = (len(IDS) + 1) * 112 * 144 * 2
+    assert 0 < stats["peak_prob_bytes"] <= 2 * one_frame_probs
+    one_frame_features = sum(f.numel() * 4 for f in net.get_query_values(torch.zeros(1, 3, 112, 144)))
+    assert stats["peak_feature_bytes"] <= one_frame_features
+    assert source.cached_frames <= 2
 
 
 def test_overlay_colours_are_the_palette():
