@@ -171,7 +171,7 @@ def test_per_object_propagation_equals_core_when_all_objects_start_together(form
 
     net = PropagationNetwork().eval()
     net.load_state_dict(formula.formula_state_dict(net.state_dict()))
-    clip = make_clip(num_frames=FRAMES + 1, width=SIZE[0], height=SIZE[1], num_objects=2, seed=2)
+    clip = make_clip(num_frames=FRAMES, width=SIZE[0], height=SIZE[1], num_objects=2, seed=2)
     onehot = torch.from_numpy(np.stack([clip.labels[0] == k for k in (1, 2)])).float().unsqueeze(1)
     with torch.inference_mode():
         core = InferenceCore(net, None, clip.frames, 2, mem_freq=2, device="cpu")
