@@ -87,7 +87,11 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
                       file=sys.stderr)
         # download to a side name first so a file that does not load never takes the final name
         staged = dest.with_name(dest.name + ".new")
-        download(src.url, staged, md5=src.md5, quiet=quiet, mirrors=MIRRORS_MODELS, label=src.filename)
+        try:
+            download(src.url, staged, md5=src.md5, quiet=quiet, mirrors=MIRRORS_MODELS, label=src.filename)
+        except DownloadError as e:
+            # the staging name is ours; tell the user the name the file must finally have
+            raise DownloadError(str(e).replace(str(staged), str(dest))) from None
         try:
             how = check_checkpoint(name, staged, full_check)
         except CheckpointError as e:
