@@ -169,6 +169,8 @@ def build_parser(davis16: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
     p.add_argument("--use_km", action="store_true", help=f"kernelised memory read (σ = {KM_SIGMA})")
     p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="network precision (float32 = the original's numbers; float16 needs CUDA)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--num_workers", type=int, default=2, help="data-loading processes (0: load in the main process)")
     p.add_argument("--video", action="append", default=None, help="evaluate only this video (repeatable)")
@@ -234,9 +236,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         _sync(device)
         start = time.time()
+        core = InferenceCore(net, None, data["rgb"].unsqueeze(0), len(labels), mem_freq=args.mem_freq,
+                             device=device, precision=args.precision)
         with torch.inference_mode():
-            core = InferenceCore(net, None, data["rgb"].unsqueeze(0), len(labels), mem_freq=args.mem_freq,
-                                 device=device)
             for _ in propagate_first_frame(core, gt_onehot):
                 pass
             if eval_set.single_object:

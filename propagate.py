@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=50, help="memory entries read per query position (default 50)")
     p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
     p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="network precision (float32 = the original's numbers; float16 needs CUDA)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     try:
         stats = propagate_to_files(net, source, mask0, ids, out_dir, names, args.mem_freq, device, overlay,
-                                   (lambda t: bar.update(t + 1)) if bar is not None else None)
+                                   (lambda t: bar.update(t + 1)) if bar is not None else None, args.precision)
     finally:
         if overlay is not None:
             overlay.close()
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
 def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Sequence[int], out_dir: Path,
                        names: Sequence[str], mem_freq: int, device: torch.device,
-                       overlay: OverlayWriter | None = None, progress=None) -> dict:
+                       overlay: OverlayWriter | None = None, progress=None, precision: str = "float32") -> dict:
     """Propagate ``mask0`` (``H×W`` ids at the original size) through ``source`` (a frame source at the
     processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each frame is final.
     Returns ``{"frames", "peak_prob_bytes", "peak_feature_bytes"}`` (what the run kept in memory)."""
@@ -193,12 +195,13 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
     width, height = source.original_size
     onehot = onehot_at(mask0, ids, source.size)
     peak_prob = peak_feat = 0
+    # built outside inference mode: the core moves the network's weights (device, memory layout), and
+    # weights created in inference mode could not be used with autograd afterwards. Features are read
+    # once per frame going forward: no feature cache beyond the frame in use.
+    core = InferenceCore(net, None, source, len(ids), mem_freq=mem_freq, device=device,
+                         feature_cache_bytes=0, prob_storage="uint16", precision=precision)
+    core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
     with torch.inference_mode():
-        # features are read once per frame going forward: no cache beyond the frame in use
-        core = InferenceCore(net, None, source, len(ids), mem_freq=mem_freq, device=device,
-                             feature_cache_bytes=0, prob_storage="uint16")
-        core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
-
         def emit(t: int, labels: np.ndarray) -> None:
             save_mask_png(out_dir / f"{names[t]}.png", labels)
             if overlay is not None:

@@ -173,8 +173,8 @@ def test_per_object_propagation_equals_core_when_all_objects_start_together(form
     net.load_state_dict(formula.formula_state_dict(net.state_dict()))
     clip = make_clip(num_frames=FRAMES, width=SIZE[0], height=SIZE[1], num_objects=2, seed=2)
     onehot = torch.from_numpy(np.stack([clip.labels[0] == k for k in (1, 2)])).float().unsqueeze(1)
+    core = InferenceCore(net, None, clip.frames, 2, mem_freq=2, device="cpu")
     with torch.inference_mode():
-        core = InferenceCore(net, None, clip.frames, 2, mem_freq=2, device="cpu")
         for _ in propagate_first_frame(core, onehot):
             pass
         runner = PerObjectPropagation(net, clip.frames, 2, mem_freq=2, device="cpu")

@@ -88,7 +88,8 @@ def test_propagate_image_folder_keeps_names_and_ids_in_bounded_memory(formula, c
     # frame of query features are held at a time, whatever the length
     one_frame_probs = (len(IDS) + 1) * 112 * 144 * 2
     assert 0 < stats["peak_prob_bytes"] <= 2 * one_frame_probs
-    one_frame_features = sum(f.numel() * 4 for f in net.get_query_values(torch.zeros(1, 3, 112, 144)))
+    with torch.no_grad():
+        one_frame_features = sum(f.numel() * 4 for f in net.get_query_values(torch.zeros(1, 3, 112, 144)))
     assert stats["peak_feature_bytes"] <= one_frame_features
     assert source.cached_frames <= 2
 
