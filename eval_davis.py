@@ -1,0 +1,307 @@
+"""Semi-supervised DAVIS evaluation of the propagation network (Mask-Propagation ``eval_davis.py`` and
+``eval_davis_2016.py``).
+
+Each video is propagated from its frame-0 ground truth (no fusion, no interaction) with the top-k memory
+read, and the masks are written as ``<output>/<video>/%05d.png``:
+
+* DAVIS 2017 (``--split val`` / ``testdev``): palette PNGs (DAVIS palette), object ids of the annotation;
+  probabilities bilinearly upsampled to the 480p annotation size before the argmax (as the original).
+* DAVIS 2016 (``--davis16``, or ``eval_davis_2016.py``): one object (annotation > 0), 0/255 greyscale
+  PNGs, argmax at the processing size (as the original).
+
+When the ground truth of every frame is available (val) the J&F is computed with ``util/metrics.py``
+(official semi-supervised protocol: first and last frame excluded, J&F = (mean J + mean F) / 2 over all
+objects) and written to ``<output>/global_results-<split>.csv``, ``per-sequence_results-<split>.csv`` and
+``scores.json``. ``--score_only`` scores an existing output folder without running the network.
+
+Examples::
+
+    python eval_davis.py --output results/d17_val                   # ../DAVIS/2017/trainval, 2017/val.txt
+    python eval_davis.py --split testdev --output results/d17_td
+    python eval_davis.py --davis16 --davis ../DAVIS/2016 --output results/d16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from util.fileio import atomic_write_text
+from util.metrics import SequenceScores, evaluate_sequence
+from util.palette import load_mask_png, save_mask_png
+
+DEFAULT_MODEL = "saves/propagation_model.pth"
+KM_SIGMA = 5.6
+# the 2016 image set lives in the 2017 release (ImageSets/2016/val.txt), as the original uses it
+DAVIS16_IMSET = "../../2017/trainval/ImageSets/2016/val.txt"
+
+
+class EvalError(ValueError):
+    """Bad arguments or data for an evaluation script (one-line message)."""
+
+
+@dataclass
+class EvalSet:
+    root: Path          # the folder holding JPEGImages/480p, Annotations/480p, ImageSets
+    imset: str          # relative to root/ImageSets
+    split: str          # name used in the result file names
+    single_object: bool
+
+
+def resolve_set(davis: str | os.PathLike, split: str, davis16: bool, imset: str | None = None) -> EvalSet:
+    """Where the frames and the image list are.
+
+    2017: ``<davis>/trainval`` (val) or ``<davis>/test-dev`` (testdev), or ``<davis>`` itself when it
+    already holds ``ImageSets`` (a single-root layout such as the synthetic generator's).
+    2016: ``<davis>`` with the original's image set ``../../2017/trainval/ImageSets/2016/val.txt``,
+    falling back to ``<davis>/ImageSets/2016/val.txt``."""
+    davis = Path(davis).expanduser()
+    if davis16:
+        if imset is None:
+            imset = DAVIS16_IMSET if (davis / "ImageSets" / DAVIS16_IMSET).is_file() else "2016/val.txt"
+        return EvalSet(davis, imset, "2016-val", True)
+    if split not in ("val", "testdev"):
+        raise EvalError(f"--split {split!r}: use val or testdev")
+    sub, default_imset = ("trainval", "2017/val.txt") if split == "val" else ("test-dev", "2017/test-dev.txt")
+    root = davis / sub if (davis / sub).is_dir() else davis
+    return EvalSet(root, imset or default_imset, split, False)
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def read_label_folder(folder: Path, num_frames: int, single_object: bool) -> np.ndarray | None:
+    """``T×H×W`` uint8 labels of ``folder/%05d.png`` (``> 0`` → 1 for one object); None if any is missing."""
+    frames = []
+    for t in range(num_frames):
+        path = folder / f"{t:05d}.png"
+        if not path.is_file():
+            return None
+        frames.append(load_mask_png(path))
+    labels = np.stack(frames)
+    return (labels > 0).astype(np.uint8) if single_object else labels
+
+
+def score_video(gt: np.ndarray, pred: np.ndarray, num_objects: int) -> SequenceScores:
+    """Semi-supervised DAVIS scores of one video (first and last frame excluded when T ≥ 3)."""
+    if pred.shape != gt.shape:
+        raise EvalError(f"prediction is {pred.shape[2]}×{pred.shape[1]} ×{pred.shape[0]} frames but the ground "
+                        f"truth is {gt.shape[2]}×{gt.shape[1]} ×{gt.shape[0]} frames")
+    return evaluate_sequence(gt, pred, num_objects=num_objects, skip_first_last=gt.shape[0] >= 3)
+
+
+def summarise(scores: dict[str, SequenceScores]) -> dict:
+    """Official global numbers: every statistic is a mean over all objects of all videos."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(s, name) for s in scores.values()])
+
+    j, f = cat("J_mean"), cat("F_mean")
+    return {"J&F-Mean": float((j.mean() + f.mean()) / 2), "J-Mean": float(j.mean()),
+            "J-Recall": float(cat("J_recall").mean()), "J-Decay": float(cat("J_decay").mean()),
+            "F-Mean": float(f.mean()), "F-Recall": float(cat("F_recall").mean()),
+            "F-Decay": float(cat("F_decay").mean()), "sequences": len(scores), "objects": int(len(j))}
+
+
+def write_summary(out_dir: Path, split: str, scores: dict[str, SequenceScores], extra: dict | None = None) -> dict:
+    """Write ``global_results-<split>.csv``, ``per-sequence_results-<split>.csv`` (the official
+    evaluator's files) and ``scores.json``; returns the global summary."""
+    summary = summarise(scores)
+    cols = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+    atomic_write_text(out_dir / f"global_results-{split}.csv",
+                      ",".join(cols) + "\n" + ",".join(f"{summary[c]:.6f}" for c in cols) + "\n")
+    rows = ["Sequence,J-Mean,F-Mean"]
+    for name, s in scores.items():
+        rows += [f"{name}_{k + 1},{s.J_mean[k]:.6f},{s.F_mean[k]:.6f}" for k in range(len(s.J_mean))]
+    atomic_write_text(out_dir / f"per-sequence_results-{split}.csv", "\n".join(rows) + "\n")
+    doc = {"split": split, "global": summary, **(extra or {}),
+           "sequences": {name: s.as_dict() for name, s in scores.items()}}
+    atomic_write_text(out_dir / "scores.json", json.dumps(doc, indent=2) + "\n")
+    return summary
+
+
+def score_folder(results: str | os.PathLike, annotations: str | os.PathLike, videos: Sequence[str],
+                 single_object: bool = False) -> dict[str, SequenceScores]:
+    """Score ``results/<video>/%05d.png`` against ``annotations/<video>/%05d.png`` (every frame needed).
+    Objects = the ids of the ground truth's frame 0 (one object for ``single_object``)."""
+    results, annotations = Path(results), Path(annotations)
+    scores = {}
+    for video in videos:
+        n = len(list((annotations / video).glob("*.png")))
+        gt = read_label_folder(annotations / video, n, single_object) if n else None
+        if gt is None:
+            raise EvalError(f"{annotations / video}: ground truth missing for some frames; J&F needs every frame")
+        pred = read_label_folder(results / video, n, single_object)
+        if pred is None:
+            raise EvalError(f"{results / video}: {n} masks %05d.png expected; run the evaluation first")
+        ids = [1] if single_object else [int(i) for i in np.unique(gt[0]) if i != 0]
+        if ids and ids != list(range(1, len(ids) + 1)):
+            # non-consecutive ids: evaluate them as 1..K on both sides
+            lut = np.zeros(256, np.uint8)
+            lut[ids] = np.arange(1, len(ids) + 1)
+            gt, pred = lut[gt], lut[pred]
+        scores[video] = score_video(gt, pred, max(len(ids), 1))
+    return scores
+
+
+def print_summary(summary: dict) -> None:
+    print(f"J&F-Mean {summary['J&F-Mean']:.4f}  J-Mean {summary['J-Mean']:.4f}  F-Mean {summary['F-Mean']:.4f}  "
+          f"({summary['sequences']} sequences, {summary['objects']} objects)")
+
+
+# ------------------------------------------------------------------------------------------------ running
+def build_parser(davis16: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
+    p.add_argument("--davis", default="../DAVIS/2016" if davis16 else "../DAVIS/2017",
+                   help="DAVIS root (2017: holds trainval/ and test-dev/; 2016: the 2016 release)")
+    p.add_argument("--output", required=True, help="output folder: <output>/<video>/%%05d.png")
+    p.add_argument("--split", default="val", help="val or testdev (DAVIS 2017)")
+    p.add_argument("--davis16", action="store_true", default=davis16,
+                   help="DAVIS 2016: single object, 0/255 PNGs (as eval_davis_2016.py)")
+    p.add_argument("--imset", default=None, help="image-set file relative to <root>/ImageSets (default: the original's)")
+    p.add_argument("--top_k", type=int, default=50, help="memory entries read per query position (default 50)")
+    p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
+    p.add_argument("--use_km", action="store_true", help=f"kernelised memory read (σ = {KM_SIGMA})")
+    p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="network precision (float32 = the original's numbers; float16 needs CUDA)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--num_workers", type=int, default=2, help="data-loading processes (0: load in the main process)")
+    p.add_argument("--video", action="append", default=None, help="evaluate only this video (repeatable)")
+    p.add_argument("--score_only", action="store_true", help="score an existing --output folder, run nothing")
+    return p
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_network(model: str, top_k: int | None, use_km: bool, device: torch.device) -> torch.nn.Module:
+    from model.factory import load_propagation
+    net = load_propagation(model, device, top_k=top_k)
+    if use_km:
+        from model.propagation.kernel_memory import use_kernelised_memory
+        use_kernelised_memory(net, KM_SIGMA)
+    return net
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset.davis_test_dataset import DAVISTestDataset
+    from inference_core.core import InferenceCore, default_device
+    from inference_core.semisup import frame_labels, propagate_first_frame
+
+    eval_set = resolve_set(args.davis, args.split, args.davis16, args.imset)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.mem_freq < 1:
+        raise EvalError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
+
+    dataset = DAVISTestDataset(eval_set.root, imset=eval_set.imset, single_object=eval_set.single_object)
+    if args.video:
+        missing = sorted(set(args.video) - set(dataset.videos))
+        if missing:
+            raise EvalError(f"--video {missing[0]}: not in {eval_set.root / 'ImageSets' / eval_set.imset}")
+        dataset.videos = [v for v in dataset.videos if v in args.video]
+    annotations = eval_set.root / "Annotations" / "480p"
+
+    if args.score_only:
+        scores = score_folder(out_dir, annotations, dataset.videos, eval_set.single_object)
+        print_summary(write_summary(out_dir, eval_set.split, scores))
+        return 0
+
+    device = torch.device(args.device) if args.device else default_device()
+    top_k = None if args.no_top else args.top_k
+    net = load_network(args.model, top_k, args.use_km, device)
+
+    import progressbar
+    from torch.utils.data import DataLoader
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.num_workers)
+    scores: dict[str, SequenceScores] = {}
+    unscored: list[str] = []
+    total_time, total_frames = 0.0, 0
+    for data in progressbar.progressbar(loader, max_value=len(dataset)):
+        info = data["info"]
+        name, labels = info["name"], [int(v) for v in info["labels"]]
+        gt_onehot = data["gt"][:, 0]                                  # K×1×H×W, frame 0
+        num_frames = data["rgb"].shape[0]
+        if not labels:
+            print(f"{name}: no object in frame 0, skipped")
+            continue
+        _sync(device)
+        start = time.time()
+        core = InferenceCore(net, None, data["rgb"].unsqueeze(0), len(labels), mem_freq=args.mem_freq,
+                             device=device, precision=args.precision)
+        with torch.inference_mode():
+            for _ in propagate_first_frame(core, gt_onehot):
+                pass
+            if eval_set.single_object:
+                masks = np.stack([frame_labels(core.get_prob(t), core.pad) for t in range(num_frames)])
+            else:
+                size = tuple(int(s) for s in info["size_480p"])
+                masks = np.stack([frame_labels(core.get_prob(t), core.pad, size, labels) for t in range(num_frames)])
+        _sync(device)
+        total_time += time.time() - start
+        total_frames += num_frames
+
+        video_dir = out_dir / name
+        for t, mask in enumerate(masks):
+            if eval_set.single_object:
+                save_mask_png_grey(video_dir / f"{t:05d}.png", mask)
+            else:
+                save_mask_png(video_dir / f"{t:05d}.png", mask)
+
+        gt = read_label_folder(annotations / name, num_frames, eval_set.single_object)
+        if gt is None or gt.shape != masks.shape:
+            unscored.append(name)
+            continue
+        pred = (masks > 0).astype(np.uint8) if eval_set.single_object else masks
+        if not eval_set.single_object and labels != list(range(1, len(labels) + 1)):
+            lut = np.zeros(256, np.uint8)
+            lut[labels] = np.arange(1, len(labels) + 1)
+            gt, pred = lut[gt], lut[pred]
+        scores[name] = score_video(gt, pred, len(labels))
+        del core
+
+    fps = total_frames / total_time if total_time > 0 else float("nan")
+    print(f"Total processing time: {total_time:.2f} s, processed frames: {total_frames}, FPS: {fps:.2f}")
+    timing = {"processing_time_s": total_time, "frames": total_frames, "fps": fps, "device": str(device)}
+    if scores and not unscored:
+        print_summary(write_summary(out_dir, eval_set.split, scores, {"timing": timing}))
+    elif scores:
+        print(f"J&F not computed: no complete ground truth for {len(unscored)} video(s), e.g. {unscored[0]}")
+    atomic_write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
+    return 0
+
+
+def save_mask_png_grey(path: Path, mask01: np.ndarray) -> None:
+    """DAVIS 2016 output: a greyscale PNG, 0 background and 255 object (no palette, as the original)."""
+    from PIL import Image
+    from util.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        Image.fromarray((mask01 > 0).astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+
+
+def main(argv: Sequence[str] | None = None, davis16: bool = False) -> int:
+    args = build_parser(davis16).parse_args(argv)
+    from dataset.layout import DatasetError
+    from util.checkpoint import CheckpointError
+    try:
+        return run(args)
+    except (ValueError, DatasetError, CheckpointError) as e:
+        # EvalError, dataset layout errors, a frame too small for the top-k read, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Semi-supervised YouTube-VOS evaluation of the propagation network (Mask-Propagation ``eval_youtube.py``).
+
+YouTube-VOS is not DAVIS: objects may first appear after frame 0 and at different frames, ids are not
+consecutive, and 0 means "no label". Every frame (``all_frames``) is processed at shorter side 480:
+
+* ids are remapped to 1..K, and each object starts its own memory at its first annotated frame
+  (``inference_core.semisup.PerObjectPropagation``); propagation runs from each annotated frame up to
+  and including the next one, where the newly annotated objects' ground truth wins;
+* probabilities are bilinearly upsampled to the original size, argmax, mapped back to the original ids;
+* only frames from the first annotated one on are written, ``<output>/<video>/<frame name>.png``, with the
+  palette of ``<yv>/<split>/Annotations/0a49f5265b/00000.png`` (DAVIS palette if that file is absent).
+
+Submit the zipped output folder to the YouTube-VOS server (no ground truth is public for valid).
+
+    python eval_youtube.py --yv ../YouTube --output results/yv_valid
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from eval_davis import DEFAULT_MODEL, KM_SIGMA, EvalError, load_network
+from util.palette import DAVIS_PALETTE_BYTES, save_mask_png
+
+PALETTE_SOURCE = "Annotations/0a49f5265b/00000.png"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
+    p.add_argument("--yv", default="../YouTube", help="YouTube-VOS root (holds <split>/ and all_frames/)")
+    p.add_argument("--output", required=True, help="output folder: <output>/<video>/<frame>.png")
+    p.add_argument("--split", default="valid", help="valid (default) or test")
+    p.add_argument("--top_k", type=int, default=50, help="memory entries read per query position (default 50)")
+    p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
+    p.add_argument("--use_km", action="store_true", help=f"kernelised memory read (σ = {KM_SIGMA})")
+    p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
+    p.add_argument("--short_side", type=int, default=480, help="processing size, shorter side (default 480)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--num_workers", type=int, default=2, help="data-loading processes (0: load in the main process)")
+    p.add_argument("--video", action="append", default=None, help="evaluate only this video (repeatable)")
+    return p
+
+
+def read_palette(yv: Path, split: str) -> bytes:
+    from PIL import Image
+    path = yv / split / PALETTE_SOURCE
+    if path.is_file():
+        with Image.open(path) as im:
+            pal = im.getpalette()
+        if pal:
+            return bytes(pal)
+    return DAVIS_PALETTE_BYTES
+
+
+def propagate_video(net: torch.nn.Module, data: dict, mem_freq: int, device: torch.device) -> tuple[np.ndarray, int]:
+    """One video → (``T×H×W`` uint8 masks at the original size with the original ids, first annotated frame)."""
+    from inference_core.semisup import PerObjectPropagation, frame_labels
+
+    info = data["info"]
+    rgb, gt = data["rgb"], data["gt"]                           # T×3×H×W, K×T×1×H×W
+    k = len(info["labels"])
+    num_frames = rgb.shape[0]
+    annotated = sorted(info["gt_obj"])
+    if k == 0 or not annotated:
+        return np.zeros((num_frames, *info["size"]), np.uint8), num_frames
+    first = annotated[0]
+    runner = PerObjectPropagation(net, rgb.unsqueeze(0), k, mem_freq=mem_freq, device=device)
+    for i, frame in enumerate(annotated):
+        objects = [info["label_convert"][v] for v in info["gt_obj"][frame]]
+        if not objects:
+            continue
+        onehot = gt[:, frame]                                    # K×1×H×W
+        with_bg = torch.cat([1 - onehot.sum(0, keepdim=True), onehot], 0)
+        end = annotated[i + 1] + 1 if i + 1 < len(annotated) else num_frames
+        runner.interact(with_bg, frame, end, objects)
+    backward = [info["label_backward"][i] for i in range(1, k + 1)]
+    size = tuple(int(s) for s in info["size"])
+    masks = np.stack([frame_labels(runner.get_prob(t), runner.pad, size, backward) for t in range(num_frames)])
+    return masks, first
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset.yv_test_dataset import YouTubeVOSTestDataset
+    from inference_core.core import default_device
+
+    if args.mem_freq < 1:
+        raise EvalError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
+    yv = Path(args.yv).expanduser()
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = YouTubeVOSTestDataset(yv, args.split, short_side=args.short_side if args.short_side > 0 else None)
+    if args.video:
+        missing = sorted(set(args.video) - set(dataset.videos))
+        if missing:
+            raise EvalError(f"--video {missing[0]}: not in {dataset.image_dir}")
+        dataset.videos = [v for v in dataset.videos if v in args.video]
+    palette = read_palette(yv, args.split)
+    device = torch.device(args.device) if args.device else default_device()
+    net = load_network(args.model, None if args.no_top else args.top_k, args.use_km, device)
+
+    import progressbar
+    from torch.utils.data import DataLoader
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.num_workers)
+    total_time, total_frames = 0.0, 0
+    for data in progressbar.progressbar(loader, max_value=len(dataset)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.time()
+        with torch.inference_mode():
+            masks, first = propagate_video(net, data, args.mem_freq, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total_time += time.time() - start
+        total_frames += masks.shape[0] - first
+        video_dir = out_dir / data["info"]["name"]
+        for t in range(first, masks.shape[0]):
+            save_mask_png(video_dir / (Path(data["info"]["frames"][t]).stem + ".png"), masks[t], palette)
+
+    fps = total_frames / total_time if total_time > 0 else float("nan")
+    print(f"Total processing time: {total_time:.2f} s, processed frames: {total_frames}, FPS: {fps:.2f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dataset.layout import DatasetError
+    from util.checkpoint import CheckpointError
+    try:
+        return run(args)
+    except (ValueError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

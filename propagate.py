@@ -1,0 +1,237 @@
+"""Headless propagation: a video (file or image folder) + its first-frame mask → a mask for every frame.
+
+    python propagate.py --video clip.mp4 --mask first.png --output masks/ [--overlay overlay.mp4]
+    python propagate.py --images frames/ --mask frames_mask/00000.png --output masks/
+
+* ``--mask``: the mask of the first frame at the video's own size, a palette PNG or a greyscale label
+  map. Any non-zero ids (e.g. 3 and 7) are objects; they are propagated as objects 1..K and written back
+  with their own ids and colours.
+* Frames are processed at ``--resolution`` (shorter side, default 480; -1 keeps the original size). The
+  masks are written at the ORIGINAL size: probabilities are un-padded, upsampled bilinearly, then argmax
+  (as the original's DAVIS 2017 evaluation). Frame 0 is the given mask itself.
+* Output: ``<output>/<name>.png`` palette PNGs (DAVIS palette), ``<name>`` = the frame file's stem for an
+  image folder, ``%05d`` for a video; ``--overlay FILE.mp4``: the frames with the masks blended in.
+* Propagation = the semi-supervised evaluation's (no fusion): memory = first frame + every ``--mem_freq``
+  frames + the previous frame, top-k read.
+
+Memory on long videos: frames are decoded lazily (bounded cache), query features are not cached beyond
+the frame in use, probabilities are kept as uint16 and dropped once their frame's mask is written, and
+masks are written as each frame is final. What still grows with the length: the memory bank (one
+committed frame per ``--mem_freq`` frames: (128 + 512) × H/16 × W/16 floats per object, ~4 MB per object
+at 480p) and the core's 1-byte-per-pixel label buffer; raise ``--mem_freq`` for very long videos.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from inference_core.prob_store import ProbStore
+from util.palette import DAVIS_PALETTE, load_mask_png, save_mask_png
+
+DEFAULT_MODEL = "saves/propagation_model.pth"
+
+
+class PropagateError(ValueError):
+    """Bad input for propagate.py (one-line message naming the argument and the fix)."""
+
+
+class ReleasableProbStore(ProbStore):
+    """A :class:`ProbStore` whose frames can be dropped once consumed (they then read as the initial
+    state), so a forward-only propagation keeps O(1) frames of probabilities."""
+
+    def release(self, t: int) -> None:
+        self._frames.pop(t, None)
+
+
+def read_first_mask(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
+    """The first-frame label map (``H×W`` uint8, ``size`` = (W, H) of the video) and its object ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise PropagateError(f"--mask {path}: file not found; pass the first frame's mask (palette PNG or label map)")
+    try:
+        mask = load_mask_png(path)
+    except (OSError, ValueError) as e:
+        raise PropagateError(f"--mask {path}: cannot be read as an image ({type(e).__name__}); "
+                             "pass a PNG label map") from None
+    if mask.ndim != 2:
+        raise PropagateError(f"--mask {path}: expected a single-channel label map, got shape {mask.shape}")
+    if (mask.shape[1], mask.shape[0]) != tuple(size):
+        raise PropagateError(f"--mask {path}: mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
+                             f"{size[0]}x{size[1]}; give the first frame's mask at the video's own size")
+    ids = [int(v) for v in np.unique(mask) if v != 0]
+    if not ids:
+        raise PropagateError(f"--mask {path}: the mask is empty (every pixel is 0); label at least one object "
+                             "with a non-zero id")
+    return mask, ids
+
+
+def onehot_at(mask: np.ndarray, ids: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+    """Label map → ``K×1×h×w`` float one-hot at the processing ``size`` (w, h), nearest resize."""
+    if (mask.shape[1], mask.shape[0]) != tuple(size):
+        mask = cv2.resize(mask, tuple(size), interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(np.stack([mask == i for i in ids])).float().unsqueeze(1)
+
+
+def overlay_frame(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``H×W×3`` uint8 RGB with each object blended in its palette colour (the PNG's colours)."""
+    colours = DAVIS_PALETTE[labels].astype(np.float32)
+    out = frame.astype(np.float32)
+    sel = labels > 0
+    out[sel] = out[sel] * (1 - alpha) + colours[sel] * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class OverlayWriter:
+    """mp4 writer of the overlay, reading the original frames from its own sequential source."""
+
+    def __init__(self, path: Path, source, fps: float):
+        self.path = path
+        self.source = source
+        w, h = source.original_size
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(w), int(h)))
+        if not self.writer.isOpened():
+            raise PropagateError(f"--overlay {path}: OpenCV cannot write an mp4 there; check the folder and the .mp4 name")
+
+    def write(self, t: int, labels: np.ndarray) -> None:
+        frame = self.source.read_original(t)
+        self.writer.write(cv2.cvtColor(overlay_frame(frame, labels), cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def frame_names(source) -> list[str]:
+    """Output names: the frame files' stems for an image folder, ``%05d`` for a video."""
+    files = getattr(source, "files", None)
+    return [f.stem for f in files] if files is not None else [f"{t:05d}" for t in range(len(source))]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="a video file readable by OpenCV (.mp4, .avi, ...)")
+    src.add_argument("--images", help="a folder of frames (sorted .jpg, or .png when there is no .jpg)")
+    p.add_argument("--mask", required=True, help="first-frame mask at the video's size (palette PNG or label map)")
+    p.add_argument("--output", required=True, help="folder for the per-frame palette PNGs")
+    p.add_argument("--overlay", default=None, help="also write an overlay video (.mp4) here")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
+    p.add_argument("--resolution", type=int, default=480, help="processing size, shorter side (-1: original size)")
+    p.add_argument("--top_k", type=int, default=50, help="memory entries read per query position (default 50)")
+    p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
+    p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="network precision (float32 = the original's numbers; float16 needs CUDA)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from inference_core.core import default_device
+    from model.factory import load_propagation
+    from util.video_io import open_frames
+
+    if args.mem_freq < 1:
+        raise PropagateError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
+    if args.resolution == 0 or args.resolution < -1:
+        raise PropagateError(f"--resolution {args.resolution}: give the shorter side in pixels (e.g. 480) or -1")
+    if args.overlay and Path(args.overlay).suffix.lower() != ".mp4":
+        raise PropagateError(f"--overlay {args.overlay}: the overlay is written as .mp4; give a .mp4 file name")
+    source = open_frames(args.images, args.video, args.resolution, cache_frames=4)
+    mask0, ids = read_first_mask(args.mask, source.original_size)
+    num_frames = len(source)
+    width, height = source.original_size
+    names = frame_names(source)
+    lost = [i for i, ch in zip(ids, onehot_at(mask0, ids, source.size)) if ch.sum() == 0]
+    if lost:
+        print(f"warning: object(s) {lost} vanish at the processing size {source.size[0]}x{source.size[1]}; "
+              "use a larger --resolution", file=sys.stderr)
+
+    device = torch.device(args.device) if args.device else default_device()
+    net = load_propagation(args.model, device, top_k=None if args.no_top else args.top_k)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overlay = None
+    if args.overlay:
+        overlay_source = open_frames(args.images, args.video, -1, cache_frames=1)
+        overlay = OverlayWriter(Path(args.overlay), overlay_source, getattr(source, "fps", 25.0) or 25.0)
+
+    import progressbar
+    bar = progressbar.ProgressBar(max_value=num_frames) if not args.quiet else None
+    start = time.time()
+    try:
+        stats = propagate_to_files(net, source, mask0, ids, out_dir, names, args.mem_freq, device, overlay,
+                                   (lambda t: bar.update(t + 1)) if bar is not None else None, args.precision)
+    finally:
+        if overlay is not None:
+            overlay.close()
+        if bar is not None:
+            bar.finish()
+    elapsed = time.time() - start
+    print(f"{num_frames} frames, {len(ids)} object(s) {ids}, processed at {source.size[0]}x{source.size[1]}, "
+          f"written at {width}x{height} to {out_dir}" + (f" and {args.overlay}" if args.overlay else "")
+          + f"; {elapsed:.1f} s ({num_frames / max(elapsed, 1e-9):.2f} fps); peak stored probabilities "
+          f"{stats['peak_prob_bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Sequence[int], out_dir: Path,
+                       names: Sequence[str], mem_freq: int, device: torch.device,
+                       overlay: OverlayWriter | None = None, progress=None, precision: str = "float32") -> dict:
+    """Propagate ``mask0`` (``H×W`` ids at the original size) through ``source`` (a frame source at the
+    processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each frame is final.
+    Returns ``{"frames", "peak_prob_bytes", "peak_feature_bytes"}`` (what the run kept in memory)."""
+    from inference_core.core import InferenceCore
+    from inference_core.semisup import frame_labels, propagate_first_frame
+
+    width, height = source.original_size
+    onehot = onehot_at(mask0, ids, source.size)
+    peak_prob = peak_feat = 0
+    # built outside inference mode: the core moves the network's weights (device, memory layout), and
+    # weights created in inference mode could not be used with autograd afterwards. Features are read
+    # once per frame going forward: no feature cache beyond the frame in use.
+    core = InferenceCore(net, None, source, len(ids), mem_freq=mem_freq, device=device,
+                         feature_cache_bytes=0, prob_storage="uint16", precision=precision)
+    core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
+    with torch.inference_mode():
+        def emit(t: int, labels: np.ndarray) -> None:
+            save_mask_png(out_dir / f"{names[t]}.png", labels)
+            if overlay is not None:
+                overlay.write(t, labels)
+            if progress is not None:
+                progress(t)
+
+        emit(0, mask0)
+        for t, _ in propagate_first_frame(core, onehot):
+            peak_prob = max(peak_prob, core.probs.nbytes)
+            peak_feat = max(peak_feat, core.query_cache.nbytes)
+            emit(t, frame_labels(core.get_prob(t), core.pad, (height, width), ids))
+            core.probs.release(t)
+            core.probs.release(0)   # the first frame's probabilities are in its memory already
+    return {"frames": len(source), "peak_prob_bytes": peak_prob, "peak_feature_bytes": peak_feat}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from util.checkpoint import CheckpointError
+    try:
+        return run(args)
+    except (ValueError, CheckpointError) as e:
+        # PropagateError, FrameSourceError (video_io), a frame too small for the top-k read, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
