@@ -32,7 +32,6 @@ import cv2
 import numpy as np
 import torch
 
-from inference_core.prob_store import ProbStore
 from util.palette import DAVIS_PALETTE, load_mask_png, save_mask_png
 
 DEFAULT_MODEL = "saves/propagation_model.pth"
@@ -40,14 +39,6 @@ DEFAULT_MODEL = "saves/propagation_model.pth"
 
 class PropagateError(ValueError):
     """Bad input for propagate.py (one-line message naming the argument and the fix)."""
-
-
-class ReleasableProbStore(ProbStore):
-    """A :class:`ProbStore` whose frames can be dropped once consumed (they then read as the initial
-    state), so a forward-only propagation keeps O(1) frames of probabilities."""
-
-    def release(self, t: int) -> None:
-        self._frames.pop(t, None)
 
 
 def read_first_mask(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
@@ -200,7 +191,6 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
     # once per frame going forward: no feature cache beyond the frame in use.
     core = InferenceCore(net, None, source, len(ids), mem_freq=mem_freq, device=device,
                          feature_cache_bytes=0, prob_storage="uint16", precision=precision)
-    core.probs = ReleasableProbStore(core.k, core.t, core.nh, core.nw, core.probs.device, "uint16")
     with torch.inference_mode():
         def emit(t: int, labels: np.ndarray) -> None:
             save_mask_png(out_dir / f"{names[t]}.png", labels)

@@ -44,6 +44,9 @@ def default_device() -> torch.device:
 class InferenceCore:
     """One interactive video session.
 
+    The networks are moved (and converted to channels_last) *in place*: build the core outside
+    ``torch.inference_mode()`` if the same modules are trained afterwards.
+
     Args:
         prop_net: ``model.propagation.prop_net.PropagationNetwork`` (eval mode).
         fuse_net: ``model.fusion_net.FusionNet`` or None (then no fusion is possible: a pass bounded by

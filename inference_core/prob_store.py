@@ -45,6 +45,11 @@ class ProbStore:
         else:
             self._frames[t] = prob.to(device=self.device, dtype=torch.float32).clone()
 
+    def release(self, t: int) -> None:
+        """Drop frame ``t`` (it reads as the initial state again): lets a forward-only propagation
+        keep O(1) frames of probabilities once results are written out."""
+        self._frames.pop(t, None)
+
     def is_set(self, t: int) -> bool:
         return t in self._frames
 
