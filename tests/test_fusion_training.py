@@ -1,8 +1,8 @@
 """Fusion data generation and fusion training end to end, on a small synthetic DAVIS-layout set.
 
-One module-scoped workspace: a DAVIS 2017 layout (2 train videos of 4 frames, 112×128), a
+One module-scoped workspace: a DAVIS 2017 layout (2 train videos of 3 frames, 112×128), a
 formula-weight propagation checkpoint, and fusion data written by ``generate_fusion.py``. The
-training runs use 64×64 crops, no DataLoader workers, and a handful of iterations.
+training runs use 48×48 crops, no DataLoader workers, and a handful of iterations.
 """
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers_train import CROP, make_davis_set, run_torchrun, write_formula_propagation_checkpoint
+from tests.helpers_prop import propagation_checkpoint
+from tests.helpers_train import CROP, make_davis_set, run_torchrun
 
 pytestmark = pytest.mark.reference  # needs the formula weights of ../shared/reference
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, formula, read_keys):
+def ws(tmp_path_factory, formula):
     import generate_fusion
     root = tmp_path_factory.mktemp("fusion_ws")
     make_davis_set(root / "DAVIS" / "2017")
-    prop = write_formula_propagation_checkpoint(formula, read_keys, root / "propagation.pth")
+    prop = propagation_checkpoint(formula, tmp_path_factory)  # shared with the propagation tests
     run_dir = root / "fusion_data" / "davis" / "sep2_mem1"
     rc = generate_fusion.main(["--dataset", "DAVIS", "--davis_root", str(root / "DAVIS" / "2017"), "--model", str(prop),
                                "--separation", "2", "--mem_freq", "1", "--output", str(run_dir), "--device", "cpu"])
@@ -48,13 +49,13 @@ def test_generate_fusion_writes_original_layout(ws):
         gt0 = np.asarray(Image.open(trainval / "Annotations" / "480p" / video / "00000.png"))
         labels = sorted(int(x) for x in np.unique(gt0) if x)
         refs = sorted(p.name for p in (ws.run_dir / video).iterdir())
-        assert refs == ["00000", "00002"]  # separation 2 over 4 frames
+        assert refs == ["00000", "00002"]  # separation 2 over 3 frames
         for ref in refs:
             objs = sorted(p.name for p in (ws.run_dir / video / ref).iterdir())
             assert objs == [f"{label:05d}" for label in labels]
             for obj in objs:
                 frames = sorted(p.name for p in (ws.run_dir / video / ref / obj).iterdir())
-                assert frames == [f"{f:05d}.png" for f in range(4)]  # DAVIS: the whole video
+                assert frames == [f"{f:05d}.png" for f in range(3)]  # DAVIS: the whole video
                 png = Image.open(ws.run_dir / video / ref / obj / "00001.png")
                 assert png.mode == "L" and png.size == (128, 112)
             # the reference frame holds the (aggregated) ground truth itself
@@ -166,7 +167,7 @@ def test_short_overfit_lowers_loss(ws):
     torch.manual_seed(0)
     init = ws.root / "fusion_init.pth"
     torch.save(FusionNet().state_dict(), init)
-    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "30", "-b", "4", "--lr", "2e-3",
+    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "12", "-b", "4", "--lr", "5e-3",
                                                      "--steps", "1000", "--load_network", str(init))))
     assert trainer.iteration == 30
 
@@ -185,7 +186,7 @@ def test_short_overfit_lowers_loss(ws):
     before = FusionNet()
     before.load_state_dict(torch.load(init, weights_only=True))
     ce_before, ce_after = plain_ce(before), plain_ce(trainer.network)
-    assert ce_after < 0.7 * ce_before, (ce_before, ce_after)
+    assert ce_after < 0.6 * ce_before, (ce_before, ce_after)
 
 
 # ------------------------------------------------------------------------------------------------- errors
