@@ -224,7 +224,7 @@ class Trainer:
             print(f"Training iterations {start_it} → {cfg.iterations} ({len(loader)} batches per epoch, "
                   f"epochs {start_epoch} → {total_epochs}).", flush=True)
         previous = self._install_signal_handlers()
-        finished_cleanly = False
+        finished_cleanly = stopping = False
         try:
             self.train_mode()
             for epoch in range(start_epoch, total_epochs):
@@ -237,9 +237,12 @@ class Trainer:
                     self.train_iteration(data, it)
                     it += 1
                     self._in_step = False
-                    if it >= cfg.iterations or any_rank_true(self._stop_requested):
+                    if it >= cfg.iterations:
                         break
-                if self._stop_requested:
+                    if any_rank_true(self._stop_requested):
+                        stopping = self._stop_requested = True  # every rank stops at the same iteration
+                        break
+                if stopping:
                     break
             finished_cleanly = True
         except Exception:
