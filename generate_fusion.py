@@ -1,0 +1,148 @@
+"""Generate fusion training data: propagation without fusion from reference frames of DAVIS or BL30K.
+
+For every video and every reference frame ``0, S, 2S, …`` (``S = --separation``), the ground truth of
+the objects visible there (> 100 pixels, at most the first 5) is propagated with the propagation
+network alone (:class:`inference_core.fusion_generator.FusionGenerator`) over the whole video (DAVIS)
+or over ``[ref − range, ref + range]`` (BL30K), and every frame's probability of every object is saved::
+
+    <output>/<video>/<ref %05d>/<object label %05d>/<frame %05d>.png   (grey, uint8 = ⌊prob·255⌋)
+
+``FusionDataset`` reads ``<fusion root>/<run>/<video>/...``, so make ``--output`` a run folder inside the
+fusion root, e.g. ``../fusion_data/davis/s5_m5`` (stage 1, ``--fusion_root ../fusion_data/davis``) or
+``../fusion_data/bl/s20_r40_m5`` (stage 0). Several runs with different parameters may sit side by side.
+
+Examples::
+
+    python generate_fusion.py --dataset DAVIS --davis_root ../DAVIS/2017 --separation 5 --mem_freq 5 \
+        --output ../fusion_data/davis/s5_m5
+    python generate_fusion.py --dataset BL --bl_root ../BL30K --separation 20 --range 40 --mem_freq 5 \
+        --start 0 --end 4999 --output ../fusion_data/bl/s20_r40_m5
+
+Parameters: the values used for the released fusion data / the paper are not recorded (the original
+script has no defaults and the archive does not name them); the ones above are our recommendation:
+``--mem_freq 5`` is the memory period of the GUI and the evaluations; a fusion sample needs two
+references that reach each other, which for BL30K means ``--range >= --separation`` (pairs up to
+``range/separation`` references apart); a smaller ``--separation`` gives more reference pairs at a
+cost proportional to (#frames / separation) × #frames per video (DAVIS) or × 2·range (BL30K).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import progressbar
+import torch
+
+from dataset.layout import DatasetError
+from util.checkpoint import CheckpointError
+from util.fileio import atomic_path
+
+MIN_OBJECT_PIXELS = 10 * 10
+MAX_OBJECTS = 5  # per reference frame, to bound memory (as the original)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="saves/propagation_model.pth", help="propagation network checkpoint")
+    p.add_argument("--davis_root", default="../DAVIS/2017", help="DAVIS 2017 root (reads trainval, ImageSets/2017/train.txt)")
+    p.add_argument("--bl_root", default="../BL30K", help="BL30K root (JPEGImages/, Annotations/)")
+    p.add_argument("--dataset", required=True, choices=("DAVIS", "BL"), help="DAVIS (2017 train) or BL (BL30K)")
+    p.add_argument("--output", required=True, help="run folder, e.g. ../fusion_data/davis/<run name>")
+    p.add_argument("--separation", type=int, required=True, help="frames between reference frames (e.g. 5)")
+    p.add_argument("--mem_freq", type=int, required=True, help="memory period in frames (e.g. 5)")
+    p.add_argument("--range", type=int, default=None,
+                   help="BL only (required there): propagate to frames within ±range of the reference (e.g. 40)")
+    p.add_argument("--start", type=int, default=None, help="BL only: first video index (sorted names) of the slice")
+    p.add_argument("--end", type=int, default=None, help="BL only: last video index, inclusive")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    return p
+
+
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.separation < 1:
+        parser.error(f"--separation {args.separation}: must be >= 1")
+    if args.mem_freq < 1:
+        parser.error(f"--mem_freq {args.mem_freq}: must be >= 1")
+    if args.dataset == "BL":
+        if args.range is None or args.range < 1:
+            parser.error("--range N (>= 1) is required with --dataset BL")
+        if (args.start is None) != (args.end is None):
+            parser.error("--start and --end go together (an inclusive slice of the sorted BL30K videos)")
+
+
+def save_probability_png(path: Path, prob_u8: np.ndarray) -> None:
+    """Write an ``H×W`` uint8 map as a greyscale PNG, atomically."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), prob_u8):
+            raise OSError(f"{path}: could not write the PNG")
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Run the generation; return the number of (video, reference frame) passes written."""
+    from dataset.bl_test_dataset import BLTestDataset
+    from dataset.davis_test_dataset import DAVISTestDataset
+    from inference_core.fusion_generator import FusionGenerator
+    from model.factory import load_propagation
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.dataset == "DAVIS":
+        dataset = DAVISTestDataset(Path(args.davis_root).expanduser() / "trainval", imset="2017/train.txt")
+    else:
+        dataset = BLTestDataset(args.bl_root, start=args.start, end=args.end)
+    prop_net = load_propagation(args.model, device)
+    out_root = Path(args.output)
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    total_refs = sum(len(range(0, dataset.num_frames[v], args.separation)) for v in dataset.videos)
+    bar = progressbar.ProgressBar(max_value=max(total_refs, 1), redirect_stdout=True, widgets=[
+        progressbar.Percentage(), " ", progressbar.SimpleProgress(format="%(value)d/%(max_value)d refs"), " ",
+        progressbar.Bar(), " ", progressbar.AdaptiveETA()])
+    done = passes = 0
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            data = dataset[index]
+            name = data["info"]["name"]
+            labels = [int(x) for x in data["info"]["labels"]]
+            gt = data["gt"].to(device)                      # K×T×1×H×W
+            total_t = data["rgb"].shape[0]
+            generator = FusionGenerator(prop_net, data["rgb"].to(device), args.mem_freq)
+            for ref in range(0, total_t, args.separation):
+                visible = [k for k in range(gt.shape[0]) if int((gt[k, ref] > 0.5).sum()) > MIN_OBJECT_PIXELS]
+                visible = visible[:MAX_OBJECTS]
+                if visible:
+                    if args.dataset == "DAVIS":
+                        left, right = 0, total_t - 1
+                    else:
+                        left, right = max(0, ref - args.range), min(total_t - 1, ref + args.range)
+                    ref_dir = out_root / name / f"{ref:05d}"
+                    for f, prob in generator.propagate(gt[visible, ref], ref, left, right):
+                        # truncation (not rounding), as the original's astype(uint8)
+                        prob_u8 = (prob[1:] * 255).cpu().numpy().astype(np.uint8)
+                        for j, k in enumerate(visible):
+                            save_probability_png(ref_dir / f"{labels[k]:05d}" / f"{f:05d}.png", prob_u8[j])
+                    passes += 1
+                done += 1
+                bar.update(done)
+            print(name)
+    bar.finish()
+    return passes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(args, parser)
+    try:
+        generate(args)
+    except (CheckpointError, DatasetError) as e:
+        print(f"generate_fusion.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
