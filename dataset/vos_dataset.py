@@ -33,8 +33,7 @@ BL_SMALL_ELSEWHERE = 20 * 20
 def sample_frame_indices(num_frames: int, max_jump: int, rng=np.random) -> list[int]:
     """Three frame indices in ``[0, num_frames)``: ``start``, then two forward jumps of 1…``max_jump`` (+1
     at most), clipped so that the samples do not crowd the end of the video; reversed in time with
-    probability 0.5. Needs ``num_frames >= 3`` (then all three indices differ unless the video is shorter
-    than the jump allows)."""
+    probability 0.5. Indices are monotonic but may repeat near the end of the video (as in the original)."""
     this_max_jump = min(num_frames, max_jump)
     start = rng.randint(num_frames - this_max_jump + 1)
     f1 = start + rng.randint(this_max_jump + 1) + 1

@@ -1,0 +1,62 @@
+"""Tiny generated training data for the propagation and S2M trainer tests (written into tmp folders)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+CROP = 32  # training crop of the tests (the original: 384 / 480)
+VIDEO_SIZE = (64, 48)  # (W, H)
+STATIC_DIRS = (("fss", 0), ("DUTS-TR", 1), ("DUTS-TE", 1), ("ecssd", 1), ("BIG_small", 1), ("HRSOD_small", 1))
+
+
+def write_static_pair(folder: Path, name: str, rng: np.random.Generator, size: tuple[int, int] = (40, 36)) -> None:
+    """``<folder>/<name>.jpg`` (noise + a bright ellipse) and ``<name>.png`` (its 0/255 mask)."""
+    w, h = size
+    folder.mkdir(parents=True, exist_ok=True)
+    image = (rng.random((h, w, 3)) * 120).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    centre = (int(rng.integers(w // 3, 2 * w // 3)), int(rng.integers(h // 3, 2 * h // 3)))
+    cv2.ellipse(mask, centre, (w // 4, h // 5), float(rng.integers(0, 180)), 0, 360, 255, -1)
+    image[mask > 0] = (200, 80, 40)
+    Image.fromarray(image).save(folder / f"{name}.jpg", quality=95)
+    Image.fromarray(mask).save(folder / f"{name}.png")
+
+
+def make_static_root(root: Path, per_set: int = 2, seed: int = 0) -> Path:
+    """The six static sets of ``--static_root`` (FSS layout for ``fss``, flat for the others)."""
+    rng = np.random.default_rng(seed)
+    for name, method in STATIC_DIRS:
+        for i in range(per_set):
+            folder = root / name / f"class{i % 2}" if method == 0 else root / name
+            write_static_pair(folder, f"{name}_{i}", rng)
+    return root
+
+
+def _videos(tmp: Path, num_videos: int, num_frames: int, seed: int) -> Path:
+    from dataset.synthetic import generate_davis
+    generate_davis(tmp, num_sequences=1, num_train_sequences=num_videos - 1, num_frames=num_frames,
+                   size=VIDEO_SIZE, num_objects=(2, 1, 3), seed=seed)
+    return tmp
+
+
+def make_bl30k_root(root: Path, num_videos: int = 2, num_frames: int = 5, seed: int = 1) -> Path:
+    """``<root>/{JPEGImages,Annotations}/<video>/%05d.{jpg,png}``."""
+    tmp = _videos(root.parent / f"{root.name}_gen", num_videos, num_frames, seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for kind in ("JPEGImages", "Annotations"):
+        shutil.move(str(tmp / kind / "480p"), str(root / kind))
+    shutil.rmtree(tmp)
+    return root
+
+
+def make_davis_youtube_roots(base: Path, num_frames: int = 5) -> tuple[Path, Path]:
+    """A DAVIS root (``2017/trainval`` with a train list) and a YouTube-VOS root (``train_480p``)."""
+    davis = base / "DAVIS"
+    _videos(davis / "2017" / "trainval", 3, num_frames, seed=2)
+    youtube = base / "YouTube"
+    make_bl30k_root(youtube / "train_480p", num_videos=2, num_frames=num_frames, seed=3)
+    return davis, youtube
