@@ -60,3 +60,61 @@ def make_davis_youtube_roots(base: Path, num_frames: int = 5) -> tuple[Path, Pat
     youtube = base / "YouTube"
     make_bl30k_root(youtube / "train_480p", num_videos=2, num_frames=num_frames, seed=3)
     return davis, youtube
+
+
+def encode_rle_string(counts: list[int]) -> str:
+    """COCO's compressed RLE string of run lengths (inverse of ``dataset.lvis.rle_string_to_counts``)."""
+    out = []
+    for i, c in enumerate(counts):
+        x = c - counts[i - 2] if i > 2 else c
+        more = True
+        while more:
+            ch = x & 0x1F
+            x >>= 5
+            more = not ((x == 0 and not ch & 0x10) or (x == -1 and ch & 0x10))
+            if more:
+                ch |= 0x20
+            out.append(chr(ch + 48))
+    return "".join(out)
+
+
+def mask_to_rle_counts(mask: np.ndarray) -> list[int]:
+    """Column-major run lengths of a {0,1} mask, starting with a (possibly empty) run of zeros."""
+    flat = mask.T.ravel()
+    counts, current, run = [], 0, 0
+    for v in flat:
+        if v != current:
+            counts.append(run)
+            run, current = 0, v
+        run += 1
+    counts.append(run)
+    return counts
+
+
+def make_lvis_root(root: Path, seed: int = 0) -> Path:
+    """``<root>/lvis_v1_train.json`` (2 images; polygon, uncompressed-RLE and compressed-RLE instances, one
+    too small to be used) and ``<root>/train2017/*.jpg``."""
+    import json
+    rng = np.random.default_rng(seed)
+    (root / "train2017").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    h, w = 72, 80
+    for image_id in (1, 2):
+        name = f"{image_id:012d}.jpg"
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(root / "train2017" / name)
+        images.append({"id": image_id, "height": h, "width": w, "coco_url": f"http://images.cocodataset.org/train2017/{name}"})
+    square = np.zeros((h, w), np.uint8)
+    square[10:70, 5:65] = 1
+    blob = np.zeros((h, w), np.uint8)
+    cv2.circle(blob, (40, 36), 30, 1, -1)
+    annotations.append({"id": 11, "image_id": 1, "area": 60 * 60, "bbox": [5, 10, 60, 60],
+                        "segmentation": [[5, 10, 64, 10, 64, 69, 5, 69]]})
+    annotations.append({"id": 12, "image_id": 1, "area": float(blob.sum()), "bbox": [10, 6, 60, 60],
+                        "segmentation": {"size": [h, w], "counts": mask_to_rle_counts(blob)}})
+    annotations.append({"id": 21, "image_id": 2, "area": float(square.sum()), "bbox": [5, 10, 60, 60],
+                        "segmentation": {"size": [h, w], "counts": encode_rle_string(mask_to_rle_counts(square))}})
+    annotations.append({"id": 22, "image_id": 2, "area": 100.0, "bbox": [0, 0, 10, 10],
+                        "segmentation": [[0, 0, 9, 0, 9, 9, 0, 9]]})
+    (root / "lvis_v1_train.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                         "categories": []}))
+    return root
