@@ -133,9 +133,9 @@ class Trainer:
         try:
             ckpt = torch.load(path, map_location=self.ctx.device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - reported as one line
-            raise CheckpointError(f"{path}: cannot be read as a training checkpoint "
-                                  f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})"
-                                  ) from None
+            detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: cannot be read as a training checkpoint ({detail}); "
+                                  "delete it or pick another *_checkpoint.pth") from None
         if not isinstance(ckpt, Mapping) or not {"it", "network", "optimizer", "scheduler"} <= set(ckpt):
             raise CheckpointError(f"{path}: not a full training checkpoint (needs it, network, optimizer, "
                                   "scheduler); use --load_network for a weights-only .pth")
