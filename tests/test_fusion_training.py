@@ -174,9 +174,9 @@ def test_short_overfit_lowers_loss(ws):
     torch.manual_seed(0)
     init = ws.root / "fusion_init.pth"
     torch.save(FusionNet().state_dict(), init)
-    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "12", "-b", "4", "--lr", "5e-3",
+    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "8", "-b", "2", "--lr", "5e-3",
                                                      "--steps", "1000", "--load_network", str(init))))
-    assert trainer.iteration == 12
+    assert trainer.iteration == 8
 
     trainval = ws.davis / "2017" / "trainval"
     ds = FusionDataset(trainval / "JPEGImages" / "480p", trainval / "Annotations" / "480p", ws.fusion_root,
