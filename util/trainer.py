@@ -156,6 +156,9 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- signals
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if os.getpid() != self._handler_pid:
+            # a forked DataLoader worker inherited the handler: let the training process decide
+            return
         if signum == signal.SIGINT:
             self._sigint_count += 1
             if self._sigint_count > 1:
@@ -169,6 +172,7 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
+        self._handler_pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
