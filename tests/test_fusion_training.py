@@ -65,6 +65,24 @@ def test_generate_fusion_writes_original_layout(ws):
             assert (ref_map > 127).tolist() == gt_ref.tolist()
 
 
+@pytest.mark.slow
+def test_generate_fusion_bl_limits_the_range(ws, tmp_path):
+    import shutil
+    import generate_fusion
+    trainval = ws.davis / "2017" / "trainval"
+    video = (trainval / "ImageSets" / "2017" / "train.txt").read_text().split()[0]
+    for sub in ("JPEGImages", "Annotations"):
+        shutil.copytree(trainval / sub / "480p" / video, tmp_path / "BL30K" / sub / video)
+    out = tmp_path / "fusion_bl" / "run"
+    rc = generate_fusion.main(["--dataset", "BL", "--bl_root", str(tmp_path / "BL30K"), "--model", str(ws.prop),
+                               "--separation", "2", "--range", "1", "--mem_freq", "5", "--start", "0", "--end", "0",
+                               "--output", str(out), "--device", "cpu"])
+    assert rc == 0
+    for ref, frames in (("00000", ["00000.png", "00001.png"]), ("00002", ["00001.png", "00002.png"])):
+        for obj in (out / video / ref).iterdir():
+            assert sorted(p.name for p in obj.iterdir()) == frames
+
+
 def test_fusion_dataset_sample(ws):
     from dataset.fusion_dataset import FusionDataset
     trainval = ws.davis / "2017" / "trainval"
@@ -174,9 +192,9 @@ def test_short_overfit_lowers_loss(ws):
     torch.manual_seed(0)
     init = ws.root / "fusion_init.pth"
     torch.save(FusionNet().state_dict(), init)
-    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "12", "-b", "4", "--lr", "5e-3",
+    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "8", "-b", "2", "--lr", "5e-3",
                                                      "--steps", "1000", "--load_network", str(init))))
-    assert trainer.iteration == 12
+    assert trainer.iteration == 8
 
     trainval = ws.davis / "2017" / "trainval"
     ds = FusionDataset(trainval / "JPEGImages" / "480p", trainval / "Annotations" / "480p", ws.fusion_root,
