@@ -2,7 +2,6 @@
 the DeepLabV3+ 6-channel surgery, and a few training iterations on CPU with generated data, resume included."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
