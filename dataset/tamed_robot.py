@@ -33,7 +33,8 @@ def bezier_curve(points: np.ndarray, nb_points: int = 1000) -> np.ndarray:
 
 
 class TamedRobot:
-    """``interact(error_mask H×W uint8 {0,1}) -> scribble H×W uint8 {0,1}`` (1-pixel lines inside the error)."""
+    """``interact(error_mask H×W uint8 {0,1}) -> scribble H×W uint8 {0,1}``: 1-pixel lines inside the error
+    region (up to a pixel off its border, from the half-resolution skeleton and the curve smoothing)."""
 
     def __init__(self, kernel_size: float = 0.15, max_kernel_radius: float = 16, min_nb_nodes: int = 4,
                  nb_points: int = 1000):
@@ -55,7 +56,8 @@ class TamedRobot:
                 break
             radius *= 0.9
         padded = np.pad(opened > 0, 1, mode="constant", constant_values=False)
-        return medial_axis(padded)[1:-1, 1:-1]
+        # medial_axis breaks ties randomly; draw its seed from numpy so that seeded runs repeat
+        return medial_axis(padded, rng=np.random.randint(2 ** 31))[1:-1, 1:-1]
 
     @staticmethod
     def skeleton_graph(skeleton: np.ndarray) -> tuple[nx.Graph, np.ndarray] | None:
