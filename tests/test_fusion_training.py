@@ -192,9 +192,9 @@ def test_short_overfit_lowers_loss(ws):
     torch.manual_seed(0)
     init = ws.root / "fusion_init.pth"
     torch.save(FusionNet().state_dict(), init)
-    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "8", "-b", "2", "--lr", "5e-3",
+    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "16", "-b", "2", "--lr", "5e-3",
                                                      "--steps", "1000", "--load_network", str(init))))
-    assert trainer.iteration == 8
+    assert trainer.iteration == 16
 
     trainval = ws.davis / "2017" / "trainval"
     ds = FusionDataset(trainval / "JPEGImages" / "480p", trainval / "Annotations" / "480p", ws.fusion_root,
@@ -211,7 +211,7 @@ def test_short_overfit_lowers_loss(ws):
     before = FusionNet()
     before.load_state_dict(torch.load(init, weights_only=True))
     ce_before, ce_after = plain_ce(before), plain_ce(trainer.network)
-    assert ce_after < 0.6 * ce_before, (ce_before, ce_after)
+    assert ce_after < 0.5 * ce_before, (ce_before, ce_after)  # measured: 1.39 → 0.30
 
 
 # ------------------------------------------------------------------------------------------------- errors

@@ -164,7 +164,7 @@ class Trainer:
             if self._sigint_count > 1:
                 raise KeyboardInterrupt
         if not self._stop_requested and self.ctx.is_main:
-            print(f"\n{signal.Signals(signum).name} received: stopping after this iteration and saving "
+            print(f"\n{signal.Signals(signum).name} received by {os.getpid()}: stopping after this iteration and saving "
                   "(press Ctrl-C again to abort).", flush=True)
         self._stop_requested = True
 
