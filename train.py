@@ -23,7 +23,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from dataset.fusion_dataset import FRAMES_LAYOUT, FUSION_LAYOUT, MASKS_LAYOUT, FusionDataset
 from dataset.layout import DatasetError, require_dir
+from model.factory import load_attention_reader
 from model.fusion_model import fusion_forward
+from model.fusion_net import FusionNet
 from model.losses import IOU_HOOKS, FusionLossComputer
 from util.checkpoint import CheckpointError
 from util.distributed import (DistContext, cleanup_distributed, init_distributed, make_worker_init_fn,
@@ -101,9 +103,6 @@ def check_inputs(para: HyperParameters) -> None:
 
 def run(para: HyperParameters) -> FusionTrainer:
     """Train with parsed options; return the trainer (``trainer.iteration`` = the iteration reached)."""
-    from model.factory import load_attention_reader
-    from model.fusion_net import FusionNet
-
     check_inputs(para)
     ctx = init_distributed()
     try:
@@ -121,7 +120,7 @@ def run(para: HyperParameters) -> FusionTrainer:
             logger = TensorboardLogger(para["id"], long_id, para["log_dir"])
             logger.log_hyperparameters(para)
 
-        network = FusionNet()
+        network = FusionNet().to(ctx.device)  # before the optimizer is built over its parameters
         attention_reader = load_attention_reader(para["load_prop"], ctx.device)
         optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=para["lr"],
                                      weight_decay=1e-7)

@@ -112,7 +112,7 @@ class FusionDataset(Dataset):
 
     def _image(self, path: Path, seed: int) -> torch.Tensor:
         reseed(seed)
-        u8 = np.asarray(self.im_dual_transform(Image.open(path).convert("RGB")))
+        u8 = np.array(self.im_dual_transform(Image.open(path).convert("RGB")))  # a writable copy for torch
         return normalize_frames(u8)[0]
 
     @staticmethod

@@ -7,30 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 
 # Frames of 112×128: the smallest size whose 1/16 feature map (7×8 = 56 positions) still feeds the
 # propagation network's top-50 memory read from a single memory frame.
 FRAME_SIZE = (128, 112)  # (W, H)
-CROP = 64
+CROP = 48
 
 
-def make_davis_set(davis_2017: Path, num_frames: int = 4, seed: int = 3) -> Path:
-    """DAVIS 2017 layout under ``davis_2017/trainval`` with two train videos (2 objects and 1 object)
+def make_davis_set(davis_2017: Path, num_frames: int = 3, seed: int = 3) -> Path:
+    """DAVIS 2017 layout under ``davis_2017/trainval`` with two train videos of ``num_frames`` frames (2 objects and 1 object)
     and one val video; returns ``davis_2017``."""
     from dataset.synthetic import generate_davis
     generate_davis(davis_2017 / "trainval", num_sequences=1, num_train_sequences=2, num_frames=num_frames,
                    size=FRAME_SIZE, num_objects=(1, 2, 1), seed=seed)
     return davis_2017
-
-
-def write_formula_propagation_checkpoint(formula, read_keys, path: Path) -> Path:
-    """The official propagation key set filled with formula weights, as a plain state dict."""
-    spec = {k: (tuple(shape), getattr(torch, dtype)) for k, shape, dtype in read_keys("propagation")}
-    torch.save(formula.formula_state_dict(spec), path)
-    return path
 
 
 def script_env() -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Fusion data generation and fusion training end to end, on a small synthetic DAVIS-layout set.
 
-One module-scoped workspace: a DAVIS 2017 layout (2 train videos of 4 frames, 112×128), a
+One module-scoped workspace: a DAVIS 2017 layout (2 train videos of 3 frames, 112×128), a
 formula-weight propagation checkpoint, and fusion data written by ``generate_fusion.py``. The
-training runs use 64×64 crops, no DataLoader workers, and a handful of iterations.
+training runs use 48×48 crops, no DataLoader workers, and a handful of iterations.
 """
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers_train import CROP, make_davis_set, run_torchrun, write_formula_propagation_checkpoint
+from tests.helpers_prop import propagation_checkpoint
+from tests.helpers_train import CROP, make_davis_set, run_torchrun
 
 pytestmark = pytest.mark.reference  # needs the formula weights of ../shared/reference
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, formula, read_keys):
+def ws(tmp_path_factory, formula):
     import generate_fusion
     root = tmp_path_factory.mktemp("fusion_ws")
     make_davis_set(root / "DAVIS" / "2017")
-    prop = write_formula_propagation_checkpoint(formula, read_keys, root / "propagation.pth")
+    prop = propagation_checkpoint(formula, tmp_path_factory)  # shared with the propagation tests
     run_dir = root / "fusion_data" / "davis" / "sep2_mem1"
     rc = generate_fusion.main(["--dataset", "DAVIS", "--davis_root", str(root / "DAVIS" / "2017"), "--model", str(prop),
                                "--separation", "2", "--mem_freq", "1", "--output", str(run_dir), "--device", "cpu"])
@@ -40,6 +41,7 @@ def train_args(ws, *extra: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- generation
+@pytest.mark.slow  # its setup builds the module's workspace (fusion data generation with the real network)
 def test_generate_fusion_writes_original_layout(ws):
     trainval = ws.davis / "2017" / "trainval"
     train_videos = (trainval / "ImageSets" / "2017" / "train.txt").read_text().split()
@@ -48,19 +50,37 @@ def test_generate_fusion_writes_original_layout(ws):
         gt0 = np.asarray(Image.open(trainval / "Annotations" / "480p" / video / "00000.png"))
         labels = sorted(int(x) for x in np.unique(gt0) if x)
         refs = sorted(p.name for p in (ws.run_dir / video).iterdir())
-        assert refs == ["00000", "00002"]  # separation 2 over 4 frames
+        assert refs == ["00000", "00002"]  # separation 2 over 3 frames
         for ref in refs:
             objs = sorted(p.name for p in (ws.run_dir / video / ref).iterdir())
             assert objs == [f"{label:05d}" for label in labels]
             for obj in objs:
                 frames = sorted(p.name for p in (ws.run_dir / video / ref / obj).iterdir())
-                assert frames == [f"{f:05d}.png" for f in range(4)]  # DAVIS: the whole video
+                assert frames == [f"{f:05d}.png" for f in range(3)]  # DAVIS: the whole video
                 png = Image.open(ws.run_dir / video / ref / obj / "00001.png")
                 assert png.mode == "L" and png.size == (128, 112)
             # the reference frame holds the (aggregated) ground truth itself
             ref_map = np.asarray(Image.open(ws.run_dir / video / ref / objs[0] / f"{ref}.png"))
             gt_ref = np.asarray(Image.open(trainval / "Annotations" / "480p" / video / f"{ref}.png")) == int(objs[0])
             assert (ref_map > 127).tolist() == gt_ref.tolist()
+
+
+@pytest.mark.slow
+def test_generate_fusion_bl_limits_the_range(ws, tmp_path):
+    import shutil
+    import generate_fusion
+    trainval = ws.davis / "2017" / "trainval"
+    video = (trainval / "ImageSets" / "2017" / "train.txt").read_text().split()[0]
+    for sub in ("JPEGImages", "Annotations"):
+        shutil.copytree(trainval / sub / "480p" / video, tmp_path / "BL30K" / sub / video)
+    out = tmp_path / "fusion_bl" / "run"
+    rc = generate_fusion.main(["--dataset", "BL", "--bl_root", str(tmp_path / "BL30K"), "--model", str(ws.prop),
+                               "--separation", "2", "--range", "1", "--mem_freq", "5", "--start", "0", "--end", "0",
+                               "--output", str(out), "--device", "cpu"])
+    assert rc == 0
+    for ref, frames in (("00000", ["00000.png", "00001.png"]), ("00002", ["00001.png", "00002.png"])):
+        for obj in (out / video / ref).iterdir():
+            assert sorted(p.name for p in obj.iterdir()) == frames
 
 
 def test_fusion_dataset_sample(ws):
@@ -94,7 +114,8 @@ def test_fusion_dataset_sample(ws):
 @pytest.fixture(scope="module")
 def ddp_run(ws):
     """``torchrun --nproc_per_node=2 train.py`` (gloo on CPU): 3 iterations."""
-    proc = run_torchrun(2, ["train.py", *train_args(ws, "--id", "ddp", "-i", "3", "--report_interval", "1")],
+    proc = run_torchrun(2, ["train.py", *train_args(ws, "--id", "ddp", "-i", "3", "--report_interval", "1",
+                                                 "--image_interval", "2")],
                         cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list((ws.root / "saves").glob("*_ddp"))
@@ -119,7 +140,12 @@ def test_torchrun_two_processes_train_and_save(ws, ddp_run):
     ckpt = torch.load(checkpoint, weights_only=True)
     assert ckpt["it"] == 3 and ckpt["scheduler"]["last_epoch"] == 3
     assert all(int(s["step"]) == 3 for s in ckpt["optimizer"]["state"].values())
-    assert list((ws.root / "log" / name).glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(ws.root / "log" / name), size_guidance={"images": 0}).Reload()
+    assert {"train/total_loss", "train/p", "train/iou/iou", "train/iou/sec_iou", "train/lr", "train/time"} <= \
+        set(events.Tags()["scalars"]), events.Tags()
+    assert "train/pairs" in events.Tags()["images"]
+    assert {"hyperpara/text_summary", "git/text_summary"} & set(events.Tags()["tensors"])
 
 
 @pytest.mark.slow
@@ -166,9 +192,9 @@ def test_short_overfit_lowers_loss(ws):
     torch.manual_seed(0)
     init = ws.root / "fusion_init.pth"
     torch.save(FusionNet().state_dict(), init)
-    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "30", "-b", "4", "--lr", "2e-3",
+    trainer = train.run(parse_fusion_args(train_args(ws, "--id", "NULL", "-i", "16", "-b", "2", "--lr", "5e-3",
                                                      "--steps", "1000", "--load_network", str(init))))
-    assert trainer.iteration == 30
+    assert trainer.iteration == 16
 
     trainval = ws.davis / "2017" / "trainval"
     ds = FusionDataset(trainval / "JPEGImages" / "480p", trainval / "Annotations" / "480p", ws.fusion_root,
@@ -185,7 +211,7 @@ def test_short_overfit_lowers_loss(ws):
     before = FusionNet()
     before.load_state_dict(torch.load(init, weights_only=True))
     ce_before, ce_after = plain_ce(before), plain_ce(trainer.network)
-    assert ce_after < 0.7 * ce_before, (ce_before, ce_after)
+    assert ce_after < 0.5 * ce_before, (ce_before, ce_after)  # measured: 1.39 → 0.30
 
 
 # ------------------------------------------------------------------------------------------------- errors

@@ -88,3 +88,67 @@ def parse_fusion_args(argv: Sequence[str] | None = None) -> HyperParameters:
     if args["debug"]:
         args["report_interval"] = args["image_interval"] = 1
     return HyperParameters(args)
+
+
+# ------------------------------------------------------------------------------------ propagation
+# Mask-Propagation stages (spec §8.1): 0 static images (single object), 1 BL30K, 2 DAVIS ×5 + YouTube-VOS
+PROPAGATION_STAGE_DEFAULTS = {0: {"batch_size": 7, "iterations": 300000, "steps": [250000]},
+                              1: {"batch_size": 4, "iterations": 500000, "steps": [450000]},
+                              2: {"batch_size": 4, "iterations": 150000, "steps": [125000]}}
+
+
+def propagation_parser() -> ArgumentParser:
+    parser = ArgumentParser(description="Train the propagation module (stage 0: static images, 1: BL30K, "
+                                        "2: DAVIS + YouTube-VOS). Multi-GPU: torchrun --nproc_per_node=N "
+                                        "train_propagation.py ...")
+    parser.add_argument("--benchmark", action="store_true", help="enable cudnn.benchmark")
+    g = parser.add_argument_group("data")
+    g.add_argument("--static_root", default="../static", help="static image sets (stage 0)")
+    g.add_argument("--bl_root", default="../BL30K", help="BL30K root (stage 1)")
+    g.add_argument("--yv_root", default="../YouTube", help="YouTube-VOS root (stage 2 reads <root>/train_480p)")
+    g.add_argument("--davis_root", default="../DAVIS", help="DAVIS root (stage 2 reads <root>/2017/trainval)")
+    g.add_argument("--yv_subset", default=None,
+                   help="text file of YouTube-VOS training videos to use (one per line; the original's "
+                        "util/yv_subset.txt); default: every video of train_480p")
+    g.add_argument("--stage", type=int, default=0, choices=(0, 1, 2),
+                   help="0: static images, 1: BL30K, 2: DAVIS 2017 train + YouTube-VOS")
+    g.add_argument("--crop_size", type=int, default=384, help="training crop (the original: 384)")
+    add_common_training_options(parser, batch_size=None, lr=1e-5, report_interval=100, image_interval=800,
+                                save_interval=50000)
+    return parser
+
+
+def parse_propagation_args(argv: Sequence[str] | None = None) -> HyperParameters:
+    args: dict[str, Any] = vars(propagation_parser().parse_args(argv))
+    for key, value in PROPAGATION_STAGE_DEFAULTS[args["stage"]].items():
+        if args[key] is None:
+            args[key] = list(value) if isinstance(value, list) else value
+    if args["debug"]:
+        args["report_interval"] = args["image_interval"] = 1
+    return HyperParameters(args)
+
+
+# -------------------------------------------------------------------------------------------- S2M
+def s2m_parser() -> ArgumentParser:
+    parser = ArgumentParser(description="Train the scribble-to-mask (S2M) module on static images + LVIS. "
+                                        "Multi-GPU: torchrun --nproc_per_node=N train_s2m.py ...")
+    g = parser.add_argument_group("data")
+    g.add_argument("--static_root", default="../static", help="static image sets")
+    g.add_argument("--lvis_root", default="../lvis", help="LVIS root (lvis_v1_train.json + train2017/)")
+    g.add_argument("--crop_size", type=int, default=480, help="training crop (the original: 480)")
+    parser.add_argument("--load_deeplab", help="DeepLabV3+ ResNet-50 checkpoint (VainF, ['model_state']) to start "
+                                               "from; its 3-channel stem is extended to 6 channels")
+    add_common_training_options(parser, batch_size=16, lr=1e-4, report_interval=50, image_interval=800,
+                                save_interval=20000)
+    return parser
+
+
+def parse_s2m_args(argv: Sequence[str] | None = None) -> HyperParameters:
+    args: dict[str, Any] = vars(s2m_parser().parse_args(argv))
+    if args["iterations"] is None:
+        args["iterations"] = 80000
+    if args["steps"] is None:
+        args["steps"] = []
+    if args["debug"]:
+        args["report_interval"] = args["image_interval"] = 1
+    return HyperParameters(args)

@@ -133,9 +133,9 @@ class Trainer:
         try:
             ckpt = torch.load(path, map_location=self.ctx.device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - reported as one line
-            raise CheckpointError(f"{path}: cannot be read as a training checkpoint "
-                                  f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})"
-                                  ) from None
+            detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: cannot be read as a training checkpoint ({detail}); "
+                                  "delete it or pick another *_checkpoint.pth") from None
         if not isinstance(ckpt, Mapping) or not {"it", "network", "optimizer", "scheduler"} <= set(ckpt):
             raise CheckpointError(f"{path}: not a full training checkpoint (needs it, network, optimizer, "
                                   "scheduler); use --load_network for a weights-only .pth")
@@ -156,12 +156,15 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- signals
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if os.getpid() != self._handler_pid:
+            # a forked DataLoader worker inherited the handler: let the training process decide
+            return
         if signum == signal.SIGINT:
             self._sigint_count += 1
             if self._sigint_count > 1:
                 raise KeyboardInterrupt
         if not self._stop_requested and self.ctx.is_main:
-            print(f"\n{signal.Signals(signum).name} received: stopping after this iteration and saving "
+            print(f"\n{signal.Signals(signum).name} received by {os.getpid()}: stopping after this iteration and saving "
                   "(press Ctrl-C again to abort).", flush=True)
         self._stop_requested = True
 
@@ -169,6 +172,7 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
+        self._handler_pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
@@ -224,7 +228,7 @@ class Trainer:
             print(f"Training iterations {start_it} → {cfg.iterations} ({len(loader)} batches per epoch, "
                   f"epochs {start_epoch} → {total_epochs}).", flush=True)
         previous = self._install_signal_handlers()
-        finished_cleanly = False
+        finished_cleanly = stopping = False
         try:
             self.train_mode()
             for epoch in range(start_epoch, total_epochs):
@@ -237,9 +241,12 @@ class Trainer:
                     self.train_iteration(data, it)
                     it += 1
                     self._in_step = False
-                    if it >= cfg.iterations or any_rank_true(self._stop_requested):
+                    if it >= cfg.iterations:
                         break
-                if self._stop_requested:
+                    if any_rank_true(self._stop_requested):
+                        stopping = self._stop_requested = True  # every rank stops at the same iteration
+                        break
+                if stopping:
                     break
             finished_cleanly = True
         except Exception:

@@ -55,8 +55,9 @@ def readout(values: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
 class EvalMemoryReader(nn.Module):
     """Read one object's memory for a query frame.
 
-    ``forward(mk B×CK×T×h×w, mv B×CV×T×h×w, qk 1×CK×h×w) -> B×CV×h×w``.
-    The propagation network calls it with B = 1 per object, as the original does.
+    ``forward(mk B×CK×T×h×w, mv B×CV×T×h×w, qk 1×CK×h×w or B×CK×h×w) -> B×CV×h×w``.
+    The propagation network calls it with B = 1 per object, as the original does; training reads a
+    batch of samples at once (one query per sample).
     """
 
     def __init__(self, top_k: int | None = 50):
@@ -66,7 +67,7 @@ class EvalMemoryReader(nn.Module):
     def forward(self, mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor) -> torch.Tensor:
         b, ck, t, h, w = mk.shape
         cv = mv.shape[1]
-        affinity = scaled_affinity(mk.reshape(b, ck, t * h * w), qk.reshape(1, ck, h * w))
+        affinity = scaled_affinity(mk.reshape(b, ck, t * h * w), qk.reshape(qk.shape[0], ck, h * w))
         affinity = memory_softmax(affinity, self.top_k)
         return readout(mv.reshape(b, cv, t * h * w), affinity).view(b, cv, h, w)
 

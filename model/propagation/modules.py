@@ -58,6 +58,8 @@ class MaskRGBEncoder(nn.Module):
     """Memory encoder: ResNet-50 up to layer3 (biased convs) over RGB + object mask + "others" mask.
 
     ``forward(frame B×3×H×W, mask B×1×H×W, others B×1×H×W) -> f16 B×1024×H/16×W/16``.
+    ``extra_channels=1`` is the single-object variant of propagation training stage 0 (no "others"
+    input; call with ``others=None``).
     """
 
     def __init__(self, extra_channels: int = 2):
@@ -76,8 +78,8 @@ class MaskRGBEncoder(nn.Module):
                 nn.init.normal_(m.weight, 0, math.sqrt(2.0 / n))
                 nn.init.zeros_(m.bias)
 
-    def forward(self, frame: torch.Tensor, mask: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([frame, mask, others], 1)
+    def forward(self, frame: torch.Tensor, mask: torch.Tensor, others: torch.Tensor | None) -> torch.Tensor:
+        x = torch.cat([frame, mask] if others is None else [frame, mask, others], 1)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
