@@ -16,6 +16,7 @@ Everything the networks see is computed here; the networks themselves are statel
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -28,8 +29,10 @@ from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
 from util.tensor_util import unpad
 
-# query features per h×w cell: f16 1024 + f8 512·4 + f4 256·16 + k16 128 + v16 512 channels
-_FEATURE_FLOATS_PER_CELL = 1024 + 512 * 4 + 256 * 16 + 128 + 512
+# cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
+_FEATURE_FLOATS_PER_CELL = 128 + 512 + 512 * 4 + 256 * 16
+_PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
 # the original's per-profile buffer sizes, in frames
 _PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
 
@@ -55,19 +58,29 @@ class InferenceCore:
         feature_cache_bytes: byte budget of the query-feature cache (default: the original's frame
             count for the profile — 105/105/3/1 frames — converted to bytes).
         prob_storage: ``"float32"`` (exact, default) or ``"uint16"`` (half the memory, ≤7.7e-6 error).
+        channels_last: keep the networks' weights in NHWC layout (faster convolutions on CPU and GPU;
+            changes only the floating-point summation order).
+        precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA) or
+            ``"float16"`` (CUDA): the networks run under autocast; probabilities stay float32.
     """
 
     def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
                  images: torch.Tensor | FrameSource | Sequence[np.ndarray], num_objects: int,
                  mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
-                 *, feature_cache_bytes: int | None = None, prob_storage: str = "float32"):
+                 *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
+                 precision: str = "float32", channels_last: bool = True):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
             raise ValueError(f"mem_freq must be ≥ 1, got {mem_freq}")
         self.device = torch.device(device) if device is not None else default_device()
-        self.prop_net = prop_net.to(self.device)
-        self.fuse_net = fuse_net.to(self.device) if fuse_net is not None else None
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of float32, bfloat16, float16; got {precision!r}")
+        self.precision = precision
+        self._autocast_dtype = _PRECISIONS[precision]
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.prop_net = prop_net.to(self.device, memory_format=layout)
+        self.fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
         self.mem_profile = mem_profile
         self.mem_freq = mem_freq
         self.k = int(num_objects)
@@ -83,6 +96,8 @@ class InferenceCore:
         if feature_cache_bytes is None:
             frames = _PROFILE_CACHE_FRAMES.get(mem_profile, 1)
             feature_cache_bytes = frames * _FEATURE_FLOATS_PER_CELL * self.kh * self.kw * 4
+        # networks with get_query_features cache the decoder's skip branches too (less work per round)
+        self._cached_skips = hasattr(self.prop_net, "get_query_features")
         self.query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
 
         self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.result_dev, prob_storage)
@@ -153,7 +168,30 @@ class InferenceCore:
 
     # ------------------------------------------------------------------ features
     def _compute_query(self, t: int) -> QueryFeatures:
+        if self._cached_skips:
+            return self.prop_net.get_query_features(self.frames.get(t))
         return self.prop_net.get_query_values(self.frames.get(t))
+
+    def _segment(self, keys: torch.Tensor, values: torch.Tensor, query: QueryFeatures) -> torch.Tensor:
+        """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame."""
+        if self._cached_skips:
+            out = self.prop_net.segment_with_features(keys, values, *query)
+        else:
+            out = self.prop_net.segment_with_query(keys, values, *query)
+        return out.float()
+
+    def _query_key(self, query: QueryFeatures) -> torch.Tensor:
+        return query[0] if self._cached_skips else query[3]
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """No autograd, and autocast to the session's precision when it is not float32."""
+        with torch.inference_mode():
+            if self._autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
+                    yield
 
     # ------------------------------------------------------------------ interaction
     def pass_bounds(self, idx: int) -> tuple[int, int]:
@@ -188,17 +226,22 @@ class InferenceCore:
             raise ValueError("the clip has a single frame: there is nothing to propagate to "
                              "(use update_mask_only to set its mask)")
         mask = self._prepare_mask(mask, "interact mask")
+        # inference/autocast modes are entered around each step, never across a yield, so the
+        # caller's code between frames runs in its own (grad, precision) mode
         try:
-            with torch.inference_mode():
+            with self._compute():
                 key_k, _ = self._store_interaction(mask, idx)
-                backward_stop, forward_stop = self.pass_bounds(idx)
-                total = max(forward_stop - backward_stop - 2, 0)
-                done = 0
-                yield 0, total
-                for _ in self._pass(key_k, idx, forward_stop, +1):
-                    done += 1
-                    yield done, total
-                for _ in self._pass(key_k, idx, backward_stop, -1):
+            backward_stop, forward_stop = self.pass_bounds(idx)
+            total = max(forward_stop - backward_stop - 2, 0)
+            done = 0
+            yield 0, total
+            for stop, step in ((forward_stop, +1), (backward_stop, -1)):
+                frames = self._pass(key_k, idx, stop, step)
+                while True:
+                    with self._compute():
+                        ti = next(frames, None)
+                    if ti is None:
+                        break
                     done += 1
                     yield done, total
         finally:
@@ -229,13 +272,14 @@ class InferenceCore:
             if self.memory_trace is not None:
                 self.memory_trace(ti, memory.frames_in_readout())
             query = self.query_cache.get(ti)
-            out = aggregate_wbg(self.prop_net.segment_with_query(keys, values, *query), keep_bg=True)
+            out = aggregate_wbg(self._segment(keys, values, query), keep_bg=True)
             if ti != last:
                 # memory holds the propagated (pre-fusion) result
                 mk, mv = self.prop_net.memorize(self.frames.get(ti), out[1:])
                 memory.add(ti, mk, mv)
             if fuse:
-                out = self._fuse_frame(stop, idx, ti, self.probs.get(ti, self.device), out, key_k, query[3])
+                out = self._fuse_frame(stop, idx, ti, self.probs.get(ti, self.device), out, key_k,
+                                       self._query_key(query))
             self.probs.set(ti, out)
             self._stale_masks.add(ti)
             yield ti
@@ -252,7 +296,7 @@ class InferenceCore:
         # all objects in one batch: attention of each object's memory key and difference maps
         # (K×2×H'×W'), then one FusionNet call (the original loops over objects; same numbers)
         attn = self.prop_net.get_attention(mk16, self.pos_mask_diff[1:], self.neg_mask_diff[1:], qk16)
-        fused = torch.sigmoid(self.fuse_net(image, prev[1:], curr[1:], attn, dist))
+        fused = torch.sigmoid(self.fuse_net(image, prev[1:], curr[1:], attn, dist)).float()
         return aggregate_wbg(fused, keep_bg=True)
 
     def _refresh_masks(self) -> None:
@@ -280,7 +324,7 @@ class InferenceCore:
     # ------------------------------------------------------------------ session changes
     def add_object(self) -> int:
         """Grow the session by one (empty) object; returns the new object's id (= new K)."""
-        with torch.inference_mode():
+        with self._compute():
             self.k += 1
             self.probs.add_object()
             old = self._interaction_masks

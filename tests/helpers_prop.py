@@ -29,3 +29,23 @@ def max_abs_diff(name: str, ours: torch.Tensor, ref: np.ndarray) -> float:
 
 def keys_of(model: torch.nn.Module) -> list[tuple[str, list[int], str]]:
     return [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
+
+
+# One formula-weight propagation checkpoint and one loaded network per test session (building the
+# 53.7M formula weights and loading them takes seconds; the loaded net is frozen and never mutated).
+_SESSION_CACHE: dict[str, object] = {}
+
+
+def propagation_checkpoint(formula, tmp_path_factory) -> Path:
+    if "prop_ckpt" not in _SESSION_CACHE:
+        from model.propagation.prop_net import PropagationNetwork
+        path = tmp_path_factory.mktemp("prop") / "propagation_model.pth"
+        _SESSION_CACHE["prop_ckpt"] = save_formula_checkpoint(formula, PropagationNetwork(), path)
+    return _SESSION_CACHE["prop_ckpt"]
+
+
+def propagation_net(formula, tmp_path_factory):
+    if "prop_net" not in _SESSION_CACHE:
+        from model.factory import load_propagation
+        _SESSION_CACHE["prop_net"] = load_propagation(propagation_checkpoint(formula, tmp_path_factory), "cpu")
+    return _SESSION_CACHE["prop_net"]

@@ -115,6 +115,15 @@ def test_missing_file_is_a_clear_error_not_a_download(tmp_path, missing):
     assert str(tmp_path / "d" / missing) in str(err.value)
 
 
+def test_sequence_meta_from_disk_matches_generator(synthetic_root, tmp_path):
+    root, meta = synthetic_root
+    for seq, m in meta.items():
+        on_disk = davis_compat.sequence_meta_from_disk(root, seq)
+        assert on_disk == {k: m[k] for k in davis_compat.SEQUENCE_KEYS}
+    with pytest.raises(davis_compat.DavisDataMissingError, match="00000.png"):
+        davis_compat.sequence_meta_from_disk(tmp_path, "nothing")
+
+
 def test_oracle_session_scores_one(synthetic_root, tmp_path):
     root, meta = synthetic_root
     gts = {seq: load_gt(root, seq, m["num_frames"]) for seq, m in meta.items()}

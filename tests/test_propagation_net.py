@@ -5,21 +5,21 @@ import pytest
 import torch
 
 from model.factory import load_propagation
+from model.propagation.memory import EvalMemoryReader, top_k_softmax_
 from model.propagation.prop_net import PropagationNetwork, others_masks
-from tests.helpers_prop import keys_of, max_abs_diff, save_formula_checkpoint
+from tests.helpers_prop import keys_of, max_abs_diff, propagation_checkpoint, propagation_net
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def prop_ckpt(formula, tmp_path_factory):
-    path = tmp_path_factory.mktemp("prop") / "propagation_model.pth"
-    return save_formula_checkpoint(formula, PropagationNetwork(), path)
+    return propagation_checkpoint(formula, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def prop_net(prop_ckpt):
-    return load_propagation(prop_ckpt, "cpu")
+def prop_net(formula, tmp_path_factory):
+    return propagation_net(formula, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,9 @@ def test_query_features_match_fp16_copies(outputs, load_fixture, name, record_pr
 
 
 @pytest.mark.reference
-def test_module_prefixed_checkpoint_loads_identically(prop_net, formula, tmp_path):
-    path = save_formula_checkpoint(formula, PropagationNetwork(), tmp_path / "ddp.pth", prefix="module.")
+def test_module_prefixed_checkpoint_loads_identically(prop_net, prop_ckpt, tmp_path):
+    path = tmp_path / "ddp.pth"
+    torch.save({"module." + k: v for k, v in torch.load(prop_ckpt, weights_only=True).items()}, path)
     other = load_propagation(path, "cpu")
     ref = prop_net.state_dict()
     got = other.state_dict()
@@ -93,27 +94,45 @@ def test_others_masks():
 
 
 @torch.inference_mode()
-def test_shapes_single_object_and_plain_softmax():
-    torch.manual_seed(0)
-    net = PropagationNetwork(top_k=None).eval()
-    frame = torch.randn(1, 3, 64, 96)
-    k16, v16 = net.memorize(frame, torch.ones(1, 1, 64, 96))
-    assert k16.shape == (1, 128, 1, 4, 6) and v16.shape == (1, 512, 1, 4, 6)
-    f16, f8, f4, qk, qv = net.get_query_values(frame)
-    assert f16.shape == (1, 1024, 4, 6) and f8.shape == (1, 512, 8, 12) and f4.shape == (1, 256, 16, 24)
-    prob = net.segment_with_query(k16, v16, f16, f8, f4, qk, qv)
-    assert prob.shape == (1, 1, 64, 96) and 0 <= prob.min() <= prob.max() <= 1
-    attn = net.get_attention(k16, torch.ones(1, 1, 64, 96), torch.zeros(1, 1, 64, 96), qk)
-    assert attn.shape == (1, 2, 64, 96)
+def test_shapes_single_object(prop_net):
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randn(1, 3, 128, 128, generator=g)
+    k16, v16 = prop_net.memorize(frame, torch.ones(1, 1, 128, 128))
+    assert k16.shape == (1, 128, 1, 8, 8) and v16.shape == (1, 512, 1, 8, 8)
+    f16, f8, f4, qk, qv = prop_net.get_query_values(frame)
+    assert f16.shape == (1, 1024, 8, 8) and f8.shape == (1, 512, 16, 16) and f4.shape == (1, 256, 32, 32)
+    assert qk.shape == (1, 128, 8, 8) and qv.shape == (1, 512, 8, 8)
+    prob = prop_net.segment_with_query(k16, v16, f16, f8, f4, qk, qv)
+    assert prob.shape == (1, 1, 128, 128) and 0 <= prob.min() <= prob.max() <= 1
+    attn = prop_net.get_attention(k16, torch.ones(1, 1, 128, 128), torch.zeros(1, 1, 128, 128), qk)
+    assert attn.shape == (1, 2, 128, 128)
     # a uniform positive map carried by a column-stochastic affinity stays 1, the negative stays 0
-    assert torch.allclose(attn[:, 0], torch.ones(1, 64, 96), atol=1e-5) and attn[:, 1].abs().max() == 0
+    assert torch.allclose(attn[:, 0], torch.ones(1, 128, 128), atol=1e-5) and attn[:, 1].abs().max() == 0
+
+
+def test_top_k_softmax_is_a_softmax_over_the_k_largest():
+    g = torch.Generator().manual_seed(1)
+    aff = torch.randn(1, 80, 30, generator=g) * 3
+    out = top_k_softmax_(aff.clone(), 10)
+    kth = aff.topk(10, dim=1).values[:, -1:]
+    expected = torch.where(aff >= kth, aff, torch.tensor(float("-inf"))).softmax(dim=1)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(out.sum(1), torch.ones(1, 30)) and ((out > 0).sum(1) == 10).all()
+
+
+def test_memory_reader_without_top_k_is_plain_softmax():
+    g = torch.Generator().manual_seed(2)
+    mk, mv, qk = torch.randn(1, 16, 2, 3, 4, generator=g), torch.randn(1, 8, 2, 3, 4, generator=g), \
+        torch.randn(1, 16, 3, 4, generator=g)
+    out = EvalMemoryReader(top_k=None)(mk, mv, qk)
+    w = (mk.reshape(16, 24).T @ qk.reshape(16, 12) / 4.0).softmax(dim=0)
+    assert torch.allclose(out.reshape(8, 12), mv.reshape(8, 24) @ w, atol=1e-5)
 
 
 @torch.inference_mode()
-def test_top_k_needs_enough_memory_positions():
-    net = PropagationNetwork(top_k=50).eval()
+def test_top_k_needs_enough_memory_positions(prop_net):
     frame = torch.randn(1, 3, 32, 32)  # 2x2 = 4 memory cells < 50
-    k16, v16 = net.memorize(frame, torch.ones(1, 1, 32, 32))
-    f16, f8, f4, qk, qv = net.get_query_values(frame)
+    k16, v16 = prop_net.memorize(frame, torch.ones(1, 1, 32, 32))
+    f16, f8, f4, qk, qv = prop_net.get_query_values(frame)
     with pytest.raises(ValueError, match="at least 50 memory positions"):
-        net.segment_with_query(k16, v16, f16, f8, f4, qk, qv)
+        prop_net.segment_with_query(k16, v16, f16, f8, f4, qk, qv)

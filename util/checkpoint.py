@@ -8,8 +8,7 @@ one-line :class:`CheckpointError` that names the file and the fix.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -51,9 +50,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; {DOWNLOAD_HINT}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        with warnings.catch_warnings():
+            # junk files make the weights-only unpickler warn about pickle protocols before failing
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types (KeyError, UnpicklingError, ...) on junk
+        # keep the message one line: the first sentence of the first line of torch's explanation
+        text = str(e).strip()
+        first = type(e).__name__ + (": " + text.splitlines()[0].split(". ")[0] if text else "")
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a .pth file: {first[:120]}); "
             f"delete it and {DOWNLOAD_HINT}") from None

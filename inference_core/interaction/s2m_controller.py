@@ -24,7 +24,7 @@ DAVIS_NO_SCRIBBLE = -1
 
 
 def _as_long_map(x: np.ndarray | torch.Tensor, name: str, device: torch.device | str) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))  # copy: canvases may be read-only
     if t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name}: expected an integer label map, got {t.dtype}")
     return t.to(device=device, dtype=torch.long)

@@ -63,9 +63,11 @@ class DeepLabV3Plus(nn.Module):
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` B×6×H×W → logits B×num_classes×H×W."""
-        logits = self.classifier(self.backbone(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        """``x`` B×6×H×W → logits B×num_classes×H×W (contiguous)."""
+        # channels_last (NHWC) convolutions: ~25 % less CPU time on 2 cores, tensor-core friendly on CUDA
+        features = self.backbone(x.contiguous(memory_format=torch.channels_last))
+        logits = self.classifier(features)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False).contiguous()
 
 
 def deeplabv3plus_resnet50(num_classes: int = 1, output_stride: int = 16,
@@ -90,4 +92,6 @@ def deeplabv3plus_resnet50(num_classes: int = 1, output_stride: int = 16,
     resnet.conv1 = nn.Conv2d(S2M_IN_CHANNELS, 64, kernel_size=7, stride=2, padding=3, bias=False)
     backbone = IntermediateLayerGetter(resnet, return_layers={"layer1": "low_level", "layer4": "out"})
     head = DeepLabHeadV3Plus(in_channels=2048, low_level_channels=256, num_classes=num_classes, aspp_rates=rates)
-    return DeepLabV3Plus(backbone, head)
+    # weights stored NHWC too (load_state_dict copies into them and .to(device) keeps the layout),
+    # so no per-call weight reordering; keys, shapes and dtypes are unchanged
+    return DeepLabV3Plus(backbone, head).to(memory_format=torch.channels_last)
