@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-import util.davis_compat as davis_compat  # noqa: I001  (before davisinteractive)
-from util.checkpoint import CheckpointError
-from util.davis_compat import DavisDataMissingError
 from util.fileio import atomic_path, atomic_write_text
 from util.palette import load_mask_png, save_mask_png
+
+# torch and davisinteractive (with util.davis_compat before it) are imported where needed, so a wrong --davis
+# or --sequences fails in a fraction of a second
 
 RESOLUTION = "480p"  # folder name davisinteractive hard-codes, whatever the real size
 METRIC = "J_AND_F"
@@ -129,6 +128,7 @@ def register_sequences(root: Path, subset: str, names: Sequence[str]) -> dict[st
 
     Changes process-global ``Davis`` state: call inside ``davis_compat.preserved_davis_state()``.
     """
+    import util.davis_compat as davis_compat  # noqa: I001  (before davisinteractive)
     from davisinteractive.dataset import Davis
 
     unknown = {seq: scan_sequence(root, seq) for seq in names if seq not in Davis.dataset}
@@ -211,9 +211,9 @@ def save_sample_masks(out: Path, scribble_idx: int, seq: str, masks: np.ndarray)
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class Models:
-    prop: torch.nn.Module
-    fusion: torch.nn.Module
-    s2m: torch.nn.Module
+    prop: Any  # torch.nn.Module (torch is imported lazily)
+    fusion: Any
+    s2m: Any
 
 
 @dataclass
@@ -234,7 +234,10 @@ class RunResult:
     records: list[InteractionRecord] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    """``auto`` / ``cpu`` / ``cuda`` → ``torch.device``."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -242,7 +245,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_models(args: argparse.Namespace, device: torch.device) -> Models:
+def load_models(args: argparse.Namespace, device) -> Models:
     from model.factory import load_fusion, load_propagation, load_s2m
     return Models(prop=load_propagation(args.prop_model, device), fusion=load_fusion(args.fusion_model, device),
                   s2m=load_s2m(args.s2m_model, device))
@@ -294,9 +297,9 @@ def evaluate(args: argparse.Namespace) -> RunResult:
         raise EvalSetupError(f"--max_interactions {args.max_interactions}: davisinteractive allows at most 16")
     if not args.max_time > 0:
         raise EvalSetupError(f"--max_time {args.max_time}: must be a positive number of seconds")
-    device = resolve_device(args.device)
     root = resolve_davis_root(args.davis)
     names = list_sequences(root, args.subset, args.sequences)
+    device = resolve_device(args.device)
     if not args.oracle:
         for seq in names:
             frame_paths(root, seq)  # fail now, not after an hour, when a sequence's frames are missing
@@ -307,6 +310,9 @@ def evaluate(args: argparse.Namespace) -> RunResult:
         raise EvalSetupError(f"--output {out}: cannot create the folder ({e.strerror})") from None
     models = None if args.oracle else load_models(args, device)
 
+    import torch
+
+    import util.davis_compat as davis_compat  # noqa: I001  (before davisinteractive)
     from davisinteractive.session import DavisInteractiveSession
 
     from inference_core.davis_processor import DAVISProcessor
@@ -378,6 +384,7 @@ def evaluate(args: argparse.Namespace) -> RunResult:
     info = {
         "settings": {k: v for k, v in vars(args).items()},
         "davis_root": str(root), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "session_max_time_per_object_s": args.max_interactions * args.max_time,
         "sequences": {seq: meta[seq] for seq in names}, "package_report": report_name,
         "auc": summary.get("auc"), "jf_at_60s": summary.get("metric_at_threshold", {}).get(METRIC),
@@ -432,11 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad arguments or data (one line, exit 2); the lazily imported ones only once loaded."""
+    types: list[type[BaseException]] = [EvalSetupError]
+    for module, name in (("util.checkpoint", "CheckpointError"), ("util.davis_compat", "DavisDataMissingError")):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = evaluate(args)
-    except (EvalSetupError, CheckpointError, DavisDataMissingError) as e:
+    except Exception as e:  # noqa: BLE001  (only the known setup errors are turned into one line)
+        if not isinstance(e, _setup_error_types()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = result.summary
