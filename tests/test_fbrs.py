@@ -61,6 +61,17 @@ def test_distance_maps_round_half_even_and_invalid():
     assert torch.all(out[1] == 1e6)
 
 
+def test_distance_maps_seeds_outside_image():
+    """As the original BFS: a seed outside the image counts only when 4-adjacent to it."""
+    def layer0(r, c):
+        return click_distance_maps(torch.tensor([[[r, c], [-1.0, -1.0]]]), 60, 80, 260.0)[0, 0]
+    assert layer0(10.0, 80.0)[10, 79] == pytest.approx((1 / 260) ** 2)  # col == W: spreads
+    assert layer0(60.0, 5.0)[59, 5] == pytest.approx((1 / 260) ** 2)  # row == H: spreads
+    assert torch.all(layer0(10.0, 85.0) == 1e6)  # further out: never reached
+    assert torch.all(layer0(60.0, 80.0) == 1e6)  # diagonal corner: no in-image neighbour
+    assert torch.all(layer0(-3.0, 5.0) == 1e6)  # negative row: unused
+
+
 @pytest.mark.parametrize("folded", [True, False], ids=["bn_folded_inference", "plain_modules"])
 def test_network_matches_original(fbrs_net, load_fixture, folded):
     z = load_fixture("fbrs")

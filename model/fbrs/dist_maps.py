@@ -4,8 +4,9 @@ The original (``cpu_dist_maps=True``) rounds every click to a pixel with Python'
 even) of its float32 value, seeds a 4-neighbour BFS from every click whose rounded row is >= 0 and
 stores, per pixel, the squared distance to the seed that reached it, divided by ``norm_radius``².
 That BFS approximates the exact minimum over the clicks (differences <= 4e-9 on the fixtures); we
-compute the exact minimum, in float32 as the original evaluates each distance. Seeds outside the image only spread if a 4-neighbour is inside it
-(the BFS never visits outside pixels), which :func:`seed_reaches_image` reproduces.
+compute the exact minimum, in float32 as the original evaluates each distance (bitwise equal on the
+fixture). Seeds outside the image only spread if a 4-neighbour is inside it (the BFS never visits
+outside pixels), which :func:`seed_reaches_image` reproduces.
 """
 from __future__ import annotations
 
