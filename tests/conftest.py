@@ -90,3 +90,14 @@ def formula_checkpoint(formula, tmp_path):
         return path
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_global_state():
+    """Scripts' main() may switch autograd off process-wide (as the original GUI does); tests run
+    in one process, so restore the global modes after each test."""
+    grad = torch.is_grad_enabled()
+    threads = torch.get_num_threads()
+    yield
+    torch.set_grad_enabled(grad)
+    torch.set_num_threads(threads)
