@@ -23,6 +23,10 @@ def _build_for_loading(cls: Callable[..., nn.Module], *args, **kwargs) -> nn.Mod
     with torch.device("meta"):
         net = cls(*args, **kwargs)
     net = net.to_empty(device="cpu")
+    # non-persistent buffers are not in a checkpoint and would stay uninitialised
+    transient = {n for n, _ in net.named_buffers()} - set(net.state_dict())
+    if transient:
+        raise TypeError(f"{type(net).__name__} has non-persistent buffers {sorted(transient)}; build it normally")
     for name, buf in net.named_buffers():
         if name.endswith("num_batches_tracked"):
             buf.zero_()

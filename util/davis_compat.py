@@ -31,7 +31,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 __all__ = ["apply", "applied_items", "DavisDataMissingError", "block_downloads", "register_sequences",
-           "snapshot_davis_state", "restore_davis_state", "preserved_davis_state", "SEQUENCE_KEYS"]
+           "snapshot_davis_state", "restore_davis_state", "preserved_davis_state", "sequence_meta_from_disk", "load_meta",
+           "SEQUENCE_KEYS"]
 
 # keys of one sequence entry in Davis.dataset that the evaluator reads
 SEQUENCE_KEYS = ("num_frames", "num_objects", "num_scribbles", "image_size")
@@ -92,7 +93,10 @@ def _typed_report(df):
 
 
 def _patch_summarize_report() -> bool:
-    from davisinteractive.evaluation.service import EvaluationService
+    try:
+        from davisinteractive.evaluation.service import EvaluationService
+    except ImportError:  # package absent: nothing to patch (scripts that need it report that themselves)
+        return False
     original = EvaluationService.summarize_report
     if getattr(original, "_davis_compat", False):
         return False
@@ -131,7 +135,10 @@ def _deterministic_medial_axis(medial_axis, rng_keyword: str):
 
 
 def _patch_robot() -> bool:
-    from davisinteractive.robot import interactive_robot
+    try:
+        from davisinteractive.robot import interactive_robot
+    except ImportError:
+        return False
     current = interactive_robot.medial_axis
     if getattr(current, "_davis_compat", False):
         return False
@@ -266,7 +273,7 @@ def register_sequences(meta: Mapping[str, Mapping[str, Any]], subset: str = "val
     return list(Davis.sets[subset])
 
 
-DavisState = dict
+DavisState = dict  # {"dataset_obj", "sets_obj", "dataset", "sets", "functions"}: see snapshot_davis_state
 
 
 def snapshot_davis_state() -> DavisState:
@@ -305,6 +312,40 @@ def preserved_davis_state(meta: Mapping[str, Mapping[str, Any]] | None = None,
         yield register_sequences(meta, subset) if meta is not None else None
     finally:
         restore_davis_state(state)
+
+
+def sequence_meta_from_disk(davis_root: str | os.PathLike, sequence: str) -> dict[str, Any]:
+    """Metadata of one DAVIS-layout sequence read from disk (for sequences the package does not know).
+
+    ``num_frames``: consecutive ``Annotations/480p/<seq>/00000.png...``; ``num_objects``: the largest id in frame 0
+    (as MiVOS counts objects; 255 = void is ignored); ``image_size``: frame 0's ``[W, H]``; ``num_scribbles``:
+    consecutive ``Scribbles/<seq>/001.json...``. Raises :class:`DavisDataMissingError` naming what is missing.
+    """
+    from PIL import Image
+
+    root = Path(davis_root)
+    ann_dir = root / "Annotations" / "480p" / sequence
+    first = ann_dir / "00000.png"
+    if not first.is_file():
+        raise DavisDataMissingError(f"{first}: missing first annotation of sequence {sequence!r}")
+    num_frames = 0
+    while (ann_dir / f"{num_frames:05d}.png").is_file():
+        num_frames += 1
+    with Image.open(first) as im:
+        labels = np.asarray(im)
+    if labels.ndim != 2:
+        raise ValueError(f"{first}: annotation must be a palette/grey PNG (2-D), got shape {labels.shape}")
+    ids = labels[labels != 255]
+    num_objects = int(ids.max()) if ids.size else 0
+    if num_objects < 1:
+        raise ValueError(f"{first}: no object in the first frame of {sequence!r} (ids 1..K expected)")
+    num_scribbles = 0
+    while (root / "Scribbles" / sequence / f"{num_scribbles + 1:03d}.json").is_file():
+        num_scribbles += 1
+    if num_scribbles < 1:
+        raise DavisDataMissingError(f"{root / 'Scribbles' / sequence / '001.json'}: missing scribble file")
+    return {"num_frames": num_frames, "num_objects": num_objects, "num_scribbles": num_scribbles,
+            "image_size": [int(labels.shape[1]), int(labels.shape[0])]}
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -153,10 +153,18 @@ class UpsampleBlock(nn.Module):
         self.out_conv = ResBlock(up_c, out_c)
         self.scale_factor = scale_factor
 
-    def forward(self, skip_f: torch.Tensor, up_f: torch.Tensor) -> torch.Tensor:
-        x = self.skip_conv2(self.skip_conv1(skip_f))
-        x = x + F.interpolate(up_f, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
+    def skip(self, skip_f: torch.Tensor) -> torch.Tensor:
+        """The skip branch alone: it depends only on the frame, so it can be computed once per frame
+        (batch 1) and reused for every object and every round."""
+        return self.skip_conv2(self.skip_conv1(skip_f))
+
+    def merge(self, skip_x: torch.Tensor, up_f: torch.Tensor) -> torch.Tensor:
+        """``skip_x`` (output of :meth:`skip`, batch 1 or B) + upsampled ``up_f`` (batch B) → ``out_conv``."""
+        x = skip_x + F.interpolate(up_f, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
         return self.out_conv(x)
+
+    def forward(self, skip_f: torch.Tensor, up_f: torch.Tensor) -> torch.Tensor:
+        return self.merge(self.skip(skip_f), up_f)
 
 
 class Decoder(nn.Module):
@@ -169,12 +177,21 @@ class Decoder(nn.Module):
         self.up_8_4 = UpsampleBlock(256, 256, 256)
         self.pred = nn.Conv2d(256, 1, kernel_size=3, padding=1)
 
-    def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+    def skips(self, f8: torch.Tensor, f4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object-independent skip branches of a query frame: ``f8 1×512×2h×2w``, ``f4 1×256×4h×4w`` →
+        (``s8 1×512×2h×2w``, ``s4 1×256×4h×4w``)."""
+        return self.up_16_8.skip(f8), self.up_8_4.skip(f4)
+
+    def decode_from_skips(self, f16: torch.Tensor, s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
+        """The per-object part of the decoder given precomputed :meth:`skips` → logits ``B×1×16h×16w``."""
         x = self.compress(f16)
-        x = self.up_16_8(f8, x)
-        x = self.up_8_4(f4, x)
+        x = self.up_16_8.merge(s8, x)
+        x = self.up_8_4.merge(s4, x)
         x = self.pred(F.relu(x))
         return F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+
+    def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+        return self.decode_from_skips(f16, *self.skips(f8, f4))
 
 
 class PropagationEncoders(nn.Module):

@@ -1,0 +1,340 @@
+"""The inference core: propagation, difference-aware fusion and the state of one video session.
+
+Semantics are the original MiVOS ``InferenceCore`` (see ../shared/spec/original_gui_core_eval.md §6):
+
+* ``interact(mask, idx)`` stores the user's mask for frame ``idx``, adds its memory to the *certain*
+  memory (every interaction so far), then propagates forward and backward up to the nearest other
+  interacted frame (exclusive) or the clip's end. Each pass reads a memory bank of the certain memory,
+  a frame committed every ``mem_freq`` frames, and the previous frame as a temporary slot.
+* When a pass is bounded by an earlier interaction, every frame is *fused*: the FusionNet blends the
+  previous round's probabilities with the new propagation, guided by where this interaction changed
+  the mask (difference maps transported by the key affinity) and the normalised distances ``[nc, nr]``.
+* Results are the per-frame argmax of the probabilities, un-padded.
+
+Shapes: K objects, T frames, (H, W) true size, (H', W') padded to /16, h×w = H'/16×W'/16.
+Everything the networks see is computed here; the networks themselves are stateless.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from inference_core.feature_cache import FeatureCache, QueryFeatures
+from inference_core.frames import FrameSource, PaddedFrames
+from inference_core.memory_bank import CertainMemory, PassMemory
+from inference_core.prob_store import ProbStore
+from model.aggregate import aggregate_wbg
+from util.tensor_util import unpad
+
+# cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
+_FEATURE_FLOATS_PER_CELL = 128 + 512 + 512 * 4 + 256 * 16
+_PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
+# the original's per-profile buffer sizes, in frames
+_PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class InferenceCore:
+    """One interactive video session.
+
+    Args:
+        prop_net: ``model.propagation.prop_net.PropagationNetwork`` (eval mode).
+        fuse_net: ``model.fusion_net.FusionNet`` or None (then no fusion is possible: a pass bounded by
+            an earlier interaction keeps the plain propagation).
+        images: ImageNet-normalised float tensor ``1×T×3×H×W`` (the original's input), or a frame
+            source (``len()`` and ``[t] -> H×W×3 uint8 RGB``), e.g. a numpy array ``T×H×W×3``.
+        num_objects: K ≥ 1.
+        mem_profile: 0–3, where data lives (0: images + results on ``device``; 1: results only; 2, 3:
+            both on CPU with small caches). Never changes a result.
+        mem_freq: period (frames) at which propagated frames are committed to the memory bank.
+        device: where the networks run (default: CUDA if available, else CPU).
+        feature_cache_bytes: byte budget of the query-feature cache (default: the original's frame
+            count for the profile — 105/105/3/1 frames — converted to bytes).
+        prob_storage: ``"float32"`` (exact, default) or ``"uint16"`` (half the memory, ≤7.7e-6 error).
+        precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA) or
+            ``"float16"`` (CUDA): the networks run under autocast; probabilities stay float32.
+    """
+
+    def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
+                 images: torch.Tensor | FrameSource | Sequence[np.ndarray], num_objects: int,
+                 mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
+                 *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
+                 precision: str = "float32"):
+        if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
+            raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
+        if mem_freq < 1:
+            raise ValueError(f"mem_freq must be ≥ 1, got {mem_freq}")
+        self.device = torch.device(device) if device is not None else default_device()
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of float32, bfloat16, float16; got {precision!r}")
+        self.precision = precision
+        self._autocast_dtype = _PRECISIONS[precision]
+        self.prop_net = prop_net.to(self.device)
+        self.fuse_net = fuse_net.to(self.device) if fuse_net is not None else None
+        self.mem_profile = mem_profile
+        self.mem_freq = mem_freq
+        self.k = int(num_objects)
+
+        data_on_device = mem_profile == 0
+        self.result_dev = self.device if mem_profile in (0, 1) else torch.device("cpu")
+        self.frames = PaddedFrames(images, self.device, keep_all_on_device=data_on_device)
+        self.t, self.h, self.w = self.frames.t, self.frames.h, self.frames.w
+        self.nh, self.nw = self.frames.nh, self.frames.nw
+        self.pad = self.frames.pad
+        self.kh, self.kw = self.nh // 16, self.nw // 16
+
+        if feature_cache_bytes is None:
+            frames = _PROFILE_CACHE_FRAMES.get(mem_profile, 1)
+            feature_cache_bytes = frames * _FEATURE_FLOATS_PER_CELL * self.kh * self.kw * 4
+        # networks with get_query_features cache the decoder's skip branches too (less work per round)
+        self._cached_skips = hasattr(self.prop_net, "get_query_features")
+        self.query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
+
+        self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.result_dev, prob_storage)
+        # padded hard masks on the CPU; np_masks is an un-padded *view* of them (no second copy)
+        self.masks = torch.zeros((self.t, 1, self.nh, self.nw), dtype=torch.uint8)
+        self.np_masks: np.ndarray = unpad(self.masks.numpy(), self.pad)[:, 0]
+        self._stale_masks: set[int] = set()
+
+        self.interacted: set[int] = set()
+        self.certain = CertainMemory()
+        self._interaction_masks: list[tuple[int, torch.Tensor]] = []  # for add_object()
+        self.pos_mask_diff: torch.Tensor | None = None
+        self.neg_mask_diff: torch.Tensor | None = None
+        # optional hook: called as trace(frame, [memory frames]) for every propagated frame
+        self.memory_trace: Callable[[int, list[int]], None] | None = None
+
+    # ------------------------------------------------------------------ state the GUI reads
+    @property
+    def num_objects(self) -> int:
+        return self.k
+
+    @property
+    def prob(self) -> torch.Tensor:
+        """The original's ``prob``: ``(K+1)×T×1×H'×W'`` float32 (materialised; prefer :meth:`get_prob`)."""
+        return self.probs.dense()
+
+    def get_prob(self, t: int) -> torch.Tensor:
+        """Probabilities of frame ``t``, background included: ``(K+1)×1×H'×W'`` float32 (padded)."""
+        self._check_frame(t)
+        return self.probs.get(t)
+
+    def get_image(self, t: int) -> torch.Tensor:
+        """Normalised, padded frame ``t``: ``1×3×H'×W'`` on ``device``."""
+        self._check_frame(t)
+        return self.frames.get(t)
+
+    def get_mask(self, t: int) -> torch.Tensor:
+        """Hard label map of frame ``t``, padded: ``1×H'×W'`` uint8 (CPU)."""
+        self._check_frame(t)
+        return self.masks[t]
+
+    # ------------------------------------------------------------------ validation
+    def _check_frame(self, idx: int) -> None:
+        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < self.t:
+            raise IndexError(f"frame index {idx!r} is outside the clip (0..{self.t - 1})")
+
+    def _prepare_mask(self, mask: torch.Tensor, what: str) -> torch.Tensor:
+        """Check a background-included mask and return it padded on ``device``: ``(K+1)×1×H'×W'``."""
+        if isinstance(mask, np.ndarray):
+            mask = torch.from_numpy(mask)
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{what}: expected a (K+1)×1×H×W tensor, got {type(mask).__name__}")
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(1)
+        if mask.dim() != 4 or mask.shape[1] != 1:
+            raise ValueError(f"{what}: expected shape (K+1)×1×H×W, got {tuple(mask.shape)}")
+        if mask.shape[0] != self.k + 1:
+            raise ValueError(f"{what}: has {mask.shape[0]} channels but the session has {self.k} object(s); "
+                             f"expected {self.k + 1} (background first)")
+        size = tuple(mask.shape[-2:])
+        mask = mask.to(self.device, torch.float32)
+        if size == (self.nh, self.nw):
+            return mask
+        if size == (self.h, self.w):
+            return torch.nn.functional.pad(mask, self.pad) if any(self.pad) else mask
+        raise ValueError(f"{what}: mask is {size[1]}×{size[0]} but the clip is {self.w}×{self.h} "
+                         f"(padded {self.nw}×{self.nh})")
+
+    # ------------------------------------------------------------------ features
+    def _compute_query(self, t: int) -> QueryFeatures:
+        if self._cached_skips:
+            return self.prop_net.get_query_features(self.frames.get(t))
+        return self.prop_net.get_query_values(self.frames.get(t))
+
+    def _segment(self, keys: torch.Tensor, values: torch.Tensor, query: QueryFeatures) -> torch.Tensor:
+        """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame."""
+        if self._cached_skips:
+            out = self.prop_net.segment_with_features(keys, values, *query)
+        else:
+            out = self.prop_net.segment_with_query(keys, values, *query)
+        return out.float()
+
+    def _query_key(self, query: QueryFeatures) -> torch.Tensor:
+        return query[0] if self._cached_skips else query[3]
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """No autograd, and autocast to the session's precision when it is not float32."""
+        with torch.inference_mode():
+            if self._autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
+                    yield
+
+    # ------------------------------------------------------------------ interaction
+    def pass_bounds(self, idx: int) -> tuple[int, int]:
+        """(backward stop, forward stop) of a pass from ``idx``: the nearest other interacted frames,
+        or -1 / T. The stops themselves are never touched."""
+        forward = min([ti for ti in self.interacted if ti > idx] + [self.t])
+        backward = max([ti for ti in self.interacted if ti < idx] + [-1])
+        return backward, forward
+
+    def interact(self, mask: torch.Tensor, idx: int, total_cb: Callable[[int], None] | None = None,
+                 step_cb: Callable[[], None] | None = None) -> np.ndarray:
+        """Interact → propagate → fuse. ``mask``: ``(K+1)×1×H×W`` one-hot/probabilities, background
+        first (padded or not). Returns the hard masks of every frame, ``T×H×W`` uint8."""
+        gen = self.interact_iter(mask, idx)
+        first = True
+        for done, total in gen:
+            if first:
+                first = False
+                if total_cb is not None and total > 0:
+                    total_cb(total)
+                continue
+            if step_cb is not None:
+                step_cb()
+        return self.np_masks
+
+    def interact_iter(self, mask: torch.Tensor, idx: int) -> Iterator[tuple[int, int]]:
+        """Generator form of :meth:`interact`: yields ``(0, total)`` once the interaction is stored,
+        then ``(frames_done, total)`` after every propagated frame. Closing it early cancels the rest
+        of the propagation; the masks are then brought up to date with what was computed."""
+        self._check_frame(idx)
+        if self.t < 2:
+            raise ValueError("the clip has a single frame: there is nothing to propagate to "
+                             "(use update_mask_only to set its mask)")
+        mask = self._prepare_mask(mask, "interact mask")
+        # inference/autocast modes are entered around each step, never across a yield, so the
+        # caller's code between frames runs in its own (grad, precision) mode
+        try:
+            with self._compute():
+                key_k, _ = self._store_interaction(mask, idx)
+            backward_stop, forward_stop = self.pass_bounds(idx)
+            total = max(forward_stop - backward_stop - 2, 0)
+            done = 0
+            yield 0, total
+            for stop, step in ((forward_stop, +1), (backward_stop, -1)):
+                frames = self._pass(key_k, idx, stop, step)
+                while True:
+                    with self._compute():
+                        ti = next(frames, None)
+                    if ti is None:
+                        break
+                    done += 1
+                    yield done, total
+        finally:
+            self._refresh_masks()
+
+    def _store_interaction(self, mask: torch.Tensor, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.interacted.add(idx)
+        diff = mask - self.probs.get(idx, self.device)
+        self.pos_mask_diff = diff.clamp(0, 1)
+        self.neg_mask_diff = (-diff).clamp(0, 1)
+        self.probs.set(idx, mask)
+        self._stale_masks.add(idx)
+        key_k, key_v = self.prop_net.memorize(self.frames.get(idx), mask[1:])
+        self.certain.append(idx, key_k, key_v)
+        self._interaction_masks.append((idx, mask.to(self.result_dev)))
+        return key_k, key_v
+
+    def _pass(self, key_k: torch.Tensor, idx: int, stop: int, step: int) -> Iterator[int]:
+        """Propagate from ``idx`` towards ``stop`` (exclusive); yields each processed frame."""
+        frames = range(idx + step, stop, step)
+        if len(frames) == 0:
+            return
+        memory = PassMemory(self.certain, idx, len(frames), self.mem_freq)
+        last = frames[-1]
+        fuse = stop not in (-1, self.t) and self.fuse_net is not None
+        for ti in frames:
+            keys, values = memory.readout()
+            if self.memory_trace is not None:
+                self.memory_trace(ti, memory.frames_in_readout())
+            query = self.query_cache.get(ti)
+            out = aggregate_wbg(self._segment(keys, values, query), keep_bg=True)
+            if ti != last:
+                # memory holds the propagated (pre-fusion) result
+                mk, mv = self.prop_net.memorize(self.frames.get(ti), out[1:])
+                memory.add(ti, mk, mv)
+            if fuse:
+                out = self._fuse_frame(stop, idx, ti, self.probs.get(ti, self.device), out, key_k,
+                                       self._query_key(query))
+            self.probs.set(ti, out)
+            self._stale_masks.add(ti)
+            yield ti
+
+    def _fuse_frame(self, tc: int, tr: int, ti: int, prev: torch.Tensor, curr: torch.Tensor,
+                    mk16: torch.Tensor, qk16: torch.Tensor) -> torch.Tensor:
+        """Difference-aware fusion of frame ``ti`` between the bounding interaction ``tc`` and this
+        one ``tr``. ``prev``/``curr``: ``(K+1)×1×H'×W'``; returns the fused ``(K+1)×1×H'×W'``."""
+        assert tc < ti < tr or tr < ti < tc
+        nc = abs(tc - ti) / abs(tc - tr)
+        nr = abs(tr - ti) / abs(tc - tr)
+        dist = torch.tensor([[nc, nr]], dtype=torch.float32, device=self.device).expand(self.k, 2)
+        image = self.frames.get(ti).expand(self.k, -1, -1, -1)
+        # all objects in one batch: attention of each object's memory key and difference maps
+        # (K×2×H'×W'), then one FusionNet call (the original loops over objects; same numbers)
+        attn = self.prop_net.get_attention(mk16, self.pos_mask_diff[1:], self.neg_mask_diff[1:], qk16)
+        fused = torch.sigmoid(self.fuse_net(image, prev[1:], curr[1:], attn, dist)).float()
+        return aggregate_wbg(fused, keep_bg=True)
+
+    def _refresh_masks(self) -> None:
+        """Recompute the hard masks of every frame whose probabilities (or displayed mask) changed."""
+        for t in sorted(self._stale_masks):
+            self.masks[t] = torch.argmax(self.probs.get(t), dim=0).to("cpu", torch.uint8)
+        self._stale_masks.clear()
+
+    def update_mask_only(self, prob_mask: torch.Tensor, idx: int) -> np.ndarray:
+        """Show an interaction's result on frame ``idx`` without propagating: ``masks[idx] =
+        argmax(prob_mask)``; ``prob`` and the memory are untouched (the next ``interact`` recomputes
+        this frame from ``prob``, as the original). Returns ``np_masks`` (updated in place)."""
+        self._check_frame(idx)
+        prob_mask = self._prepare_mask(prob_mask, "update_mask_only mask")
+        self.masks[idx] = torch.argmax(prob_mask, dim=0).to("cpu", torch.uint8)
+        self._stale_masks.add(idx)
+        return self.np_masks
+
+    def clear_mask(self, idx: int) -> None:
+        """'Reset frame': zero the displayed mask of ``idx`` (``prob`` is kept for the next diff)."""
+        self._check_frame(idx)
+        self.masks[idx] = 0
+        self._stale_masks.add(idx)
+
+    # ------------------------------------------------------------------ session changes
+    def add_object(self) -> int:
+        """Grow the session by one (empty) object; returns the new object's id (= new K)."""
+        with self._compute():
+            self.k += 1
+            self.probs.add_object()
+            old = self._interaction_masks
+            self._interaction_masks = []
+            self.certain.clear()
+            # every object's memory encodes the others' masks too, so re-encode the interactions
+            for t, m in old:
+                m = torch.cat([m, torch.zeros_like(m[:1])], 0)
+                k16, v16 = self.prop_net.memorize(self.frames.get(t), m[1:].to(self.device))
+                self.certain.append(t, k16, v16)
+                self._interaction_masks.append((t, m))
+            if self.pos_mask_diff is not None:
+                z = torch.zeros_like(self.pos_mask_diff[:1])
+                self.pos_mask_diff = torch.cat([self.pos_mask_diff, z], 0)
+                self.neg_mask_diff = torch.cat([self.neg_mask_diff, z], 0)
+        return self.k
