@@ -12,14 +12,11 @@ A plain ``python train.py ...`` trains in one process. Checkpoints: ``saves/<run
 """
 from __future__ import annotations
 
-import datetime
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from dataset.fusion_dataset import FRAMES_LAYOUT, FUSION_LAYOUT, MASKS_LAYOUT, FusionDataset
 from dataset.layout import DatasetError, require_dir
@@ -28,11 +25,11 @@ from model.fusion_model import fusion_forward
 from model.fusion_net import FusionNet
 from model.losses import IOU_HOOKS, FusionLossComputer
 from util.checkpoint import CheckpointError
-from util.distributed import (DistContext, cleanup_distributed, init_distributed, make_worker_init_fn,
-                              reseed_numpy_for_rank, seed_everything)
+from util.distributed import DistContext, cleanup_distributed, init_distributed, seed_everything
 from util.hyper_para import HyperParameters, parse_fusion_args
 from util.image_grid import captioned_grid, image_tile, mask_tile
 from util.logger import TensorboardLogger
+from util.train_setup import fit_and_close, make_loader, make_run_logger, script_main
 from util.trainer import Trainer, TrainerConfig
 
 GRID_TILE = (320, 320)
@@ -110,15 +107,7 @@ def run(para: HyperParameters) -> FusionTrainer:
         seed_everything()
         print(f"I am rank {ctx.rank} in the world of {ctx.world_size} ({ctx.device})!", flush=True)
 
-        logger = None
-        save_prefix = None
-        if ctx.is_main:
-            long_id = None
-            if para["id"].lower() != "null":
-                long_id = f"{datetime.datetime.now().strftime('%b%d_%H.%M.%S')}_{para['id']}"
-                save_prefix = Path(para["save_dir"]) / long_id / long_id
-            logger = TensorboardLogger(para["id"], long_id, para["log_dir"])
-            logger.log_hyperparameters(para)
+        logger, save_prefix = make_run_logger(para, ctx)
 
         network = FusionNet().to(ctx.device)  # before the optimizer is built over its parameters
         attention_reader = load_attention_reader(para["load_prop"], ctx.device)
@@ -136,28 +125,14 @@ def run(para: HyperParameters) -> FusionTrainer:
 
         frames, masks, fusion, _ = data_paths(para)
         dataset = FusionDataset(frames, masks, fusion, crop_size=para["crop_size"], verbose=ctx.is_main)
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True)
-        loader = DataLoader(dataset, para["batch_size"], sampler=sampler, num_workers=para["num_workers"],
-                            worker_init_fn=make_worker_init_fn(ctx.rank), drop_last=True,
-                            pin_memory=ctx.device.type == "cuda")
-        # different data sampling per rank from here on (the networks were initialised identically)
-        reseed_numpy_for_rank(ctx.rank)
-        trainer.iteration = trainer.fit(loader, sampler, start_it)
-        if logger is not None:
-            logger.close()
-        return trainer
+        loader, sampler = make_loader(dataset, para, ctx)
+        return fit_and_close(trainer, loader, sampler, start_it, ctx, logger)
     finally:
         cleanup_distributed()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    para = parse_fusion_args(argv)
-    try:
-        run(para)
-    except (CheckpointError, DatasetError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return script_main("train.py", parse_fusion_args, run, (CheckpointError, DatasetError), argv)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ from model.losses import IOU_HOOKS
 from model.propagation.train_net import PropagationTrainingNetwork, single_to_multi_object
 from model.propagation_model import PropagationLossComputer, propagation_forward
 from util.checkpoint import CheckpointError, read_state_dict
-from util.distributed import DistContext, cleanup_distributed, init_distributed, reseed_numpy_for_rank, seed_everything
+from util.distributed import DistContext, cleanup_distributed, init_distributed, seed_everything
 from util.hyper_para import HyperParameters, parse_propagation_args
 from util.image_grid import captioned_grid, image_tile, mask_tile
 from util.logger import TensorboardLogger
-from util.train_setup import make_loader, make_run_logger
+from util.train_setup import fit_and_close, make_loader, make_run_logger, script_main
 from util.trainer import Trainer, TrainerConfig
 
 GRID_TILE = (384, 384)
@@ -153,23 +153,13 @@ def run(para: HyperParameters) -> PropagationTrainer:
         if vos_datasets and len(loader) > 0:
             sampler.total_epochs = math.ceil(para["iterations"] / len(loader))
         # different data sampling per rank from here on (the networks were initialised identically)
-        reseed_numpy_for_rank(ctx.rank)
-        trainer.iteration = trainer.fit(loader, sampler, start_it)
-        if logger is not None:
-            logger.close()
-        return trainer
+        return fit_and_close(trainer, loader, sampler, start_it, ctx, logger)
     finally:
         cleanup_distributed()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    para = parse_propagation_args(argv)
-    try:
-        run(para)
-    except (CheckpointError, DatasetError, DatasetLayoutError) as e:
-        print(f"train_propagation.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return script_main("train_propagation.py", parse_propagation_args, run, (CheckpointError, DatasetError, DatasetLayoutError), argv)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ from model.s2m.s2m_network import deeplabv3plus_resnet50
 from model.s2m.surgery import deeplab_to_s2m_state
 from model.s2m_model import S2MLossComputer, s2m_forward
 from util.checkpoint import CheckpointError, read_state_dict
-from util.distributed import DistContext, cleanup_distributed, init_distributed, reseed_numpy_for_rank, seed_everything
+from util.distributed import DistContext, cleanup_distributed, init_distributed, seed_everything
 from util.hyper_para import HyperParameters, parse_s2m_args
 from util.image_grid import captioned_grid, image_tile, mask_tile
 from util.logger import TensorboardLogger
-from util.train_setup import make_loader, make_run_logger
+from util.train_setup import fit_and_close, make_loader, make_run_logger, script_main
 from util.trainer import Trainer, TrainerConfig
 
 GRID_TILE = (384, 384)
@@ -119,23 +119,13 @@ def run(para: HyperParameters) -> S2MTrainer:
             trainer.load_deeplab(para["load_deeplab"])
 
         loader, sampler = make_loader(dataset, para, ctx)
-        reseed_numpy_for_rank(ctx.rank)
-        trainer.iteration = trainer.fit(loader, sampler, start_it)
-        if logger is not None:
-            logger.close()
-        return trainer
+        return fit_and_close(trainer, loader, sampler, start_it, ctx, logger)
     finally:
         cleanup_distributed()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    para = parse_s2m_args(argv)
-    try:
-        run(para)
-    except (CheckpointError, DatasetError, DatasetLayoutError) as e:
-        print(f"train_s2m.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return script_main("train_s2m.py", parse_s2m_args, run, (CheckpointError, DatasetError, DatasetLayoutError), argv)
 
 
 if __name__ == "__main__":

@@ -244,7 +244,6 @@ def test_cancel_resume_and_export(qtbot, nets, tmp_path):
 
 
 def test_workspace_of_another_video_shows_a_dialog(qtbot, nets, video, tmp_path):
-    from dataset.synthetic import make_clip, write_video
     ws = tmp_path / "ws"
     ws.mkdir()
     other = {"path": "/elsewhere/other.mp4", "frames": 99, "width": 640, "height": 480, "hash": "x"}

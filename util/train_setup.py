@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import datetime
+import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from util.distributed import DistContext, make_worker_init_fn
+from util.distributed import DistContext, make_worker_init_fn, reseed_numpy_for_rank
 from util.hyper_para import HyperParameters
 from util.logger import TensorboardLogger
 
@@ -36,3 +38,27 @@ def make_loader(dataset: Dataset, para: HyperParameters, ctx: DistContext,
                         worker_init_fn=make_worker_init_fn(ctx.rank), drop_last=True,
                         pin_memory=ctx.device.type == "cuda")
     return loader, sampler
+
+
+def fit_and_close(trainer, loader: DataLoader, sampler: DistributedSampler, start_it: int, ctx: DistContext,
+                  logger: TensorboardLogger | None):
+    """Train from ``start_it`` and close the logger; returns the trainer (``trainer.iteration`` reached)."""
+    # different data sampling per rank from here on (the networks were initialised identically)
+    reseed_numpy_for_rank(ctx.rank)
+    trainer.iteration = trainer.fit(loader, sampler, start_it)
+    if logger is not None:
+        logger.close()
+    return trainer
+
+
+def script_main(prog: str, parse: Callable[[Sequence[str] | None], HyperParameters],
+                run: Callable[[HyperParameters], object], errors: tuple[type[BaseException], ...],
+                argv: Sequence[str] | None = None) -> int:
+    """CLI wrapper of a training script: expected failures become one ``prog: error: …`` line, exit 1."""
+    para = parse(argv)
+    try:
+        run(para)
+    except errors as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
