@@ -27,12 +27,11 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
+from util.precision import autocast_dtype, resolve_precision
 from util.tensor_util import unpad
 
 # cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
 _FEATURE_FLOATS_PER_CELL = 128 + 512 + 512 * 4 + 256 * 16
-_PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-               "float16": torch.float16, "fp16": torch.float16}
 # the original's per-profile buffer sizes, in frames
 _PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
 
@@ -63,8 +62,9 @@ class InferenceCore:
         prob_storage: ``"float32"`` (exact, default) or ``"uint16"`` (half the memory, ≤7.7e-6 error).
         channels_last: keep the networks' weights in NHWC layout (faster convolutions on CPU and GPU;
             changes only the floating-point summation order).
-        precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA) or
-            ``"float16"`` (CUDA): the networks run under autocast; probabilities stay float32.
+        precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA),
+            ``"float16"`` (CUDA) or ``"auto"`` (the fast one for the device, see util/precision.py): the
+            networks run under autocast; probabilities stay float32.
     """
 
     def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
@@ -77,10 +77,8 @@ class InferenceCore:
         if mem_freq < 1:
             raise ValueError(f"mem_freq must be ≥ 1, got {mem_freq}")
         self.device = torch.device(device) if device is not None else default_device()
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of float32, bfloat16, float16; got {precision!r}")
-        self.precision = precision
-        self._autocast_dtype = _PRECISIONS[precision]
+        self.precision = resolve_precision(precision, self.device)
+        self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.prop_net = prop_net.to(self.device, memory_format=layout)
         self.fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
