@@ -190,11 +190,22 @@ def _build_networks() -> dict[str, Any]:
             "fbrs.pth": build_fbrs_model()}
 
 
+WEIGHT_FILES = ("propagation_model.pth", "fusion.pth", "s2m.pth", "fbrs.pth")
+WEIGHTS_MARKER = "benchmark_weights.json"
+
+
 def write_weights(reference: Path, out_dir: Path, seed: int) -> tuple[str, str]:
     """Save the four checkpoints (formula weights, or a seeded random init if ``reference`` lacks
-    ``formula_weights.py``) into ``out_dir``; returns (kind, note)."""
+    ``formula_weights.py``) into ``out_dir``; returns (kind, note). A folder already holding the
+    weights of the same kind and seed (``--weights``) is reused as is."""
     import torch
     formula_file = reference / "formula_weights.py"
+    wanted = {"kind": "formula" if formula_file.is_file() else "random", "seed": seed}
+    marker = out_dir / WEIGHTS_MARKER
+    if marker.is_file() and all((out_dir / f).is_file() for f in WEIGHT_FILES):
+        saved = json.loads(marker.read_text())
+        if {k: saved.get(k) for k in wanted} == wanted:
+            return saved["kind"], saved["note"] + f" (reused from {out_dir})"
     formula = None
     if formula_file.is_file():
         spec = importlib.util.spec_from_file_location("formula_weights", formula_file)
@@ -210,6 +221,7 @@ def write_weights(reference: Path, out_dir: Path, seed: int) -> tuple[str, str]:
     for name, net in _build_networks().items():
         state = formula.formula_state_dict(net.state_dict()) if formula is not None else net.state_dict()
         torch.save(state, out_dir / name)
+    marker.write_text(json.dumps(dict(wanted, note=note)))
     return kind, note
 
 
@@ -763,6 +775,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "reference",
                    help="folder with formula_weights.py (default ../shared/reference); a seeded random "
                         "init is used, with a warning, when it is absent")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="folder to keep the generated checkpoints in and reuse on later runs (default: a "
+                        "temporary folder; generating formula weights takes ~20 s)")
     p.add_argument("--out", type=Path, default=Path("benchmark_results.json"), help="JSON results file")
     p.add_argument("--tiny", action="store_true",
                    help="CI configuration: 6 frames 160×128, 1 run (long clip: 40 frames, window 3)")
@@ -851,13 +866,20 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if args.device == "cuda":
         config["gpu"] = torch.cuda.get_device_name(0)
     work = Path(tempfile.mkdtemp(prefix="mivos_bench_"))
+    weights = work
+    if args.weights is not None:
+        weights = args.weights
+        try:
+            weights.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BenchmarkError(f"--weights {weights}: cannot create the folder ({e.strerror})")
     try:
-        log(f"writing weights into {work} ...", args.quiet)
-        config["weights"], weights_note = write_weights(args.reference, work, args.seed)
+        log(f"weights in {weights} ...", args.quiet)
+        config["weights"], weights_note = write_weights(args.reference, weights, args.seed)
         notes.append(weights_note)
         base_cfg = {"device": args.device, "threads": args.threads, "frames": args.frames, "width": args.size[0],
                     "height": args.size[1], "objects": args.objects, "mem_freq": args.mem_freq, "seed": args.seed,
-                    "clicks": args.clicks, "runs": args.runs, "weights": str(work), "quiet": args.quiet, "long_clip": args.long_clip}
+                    "clicks": args.clicks, "runs": args.runs, "weights": str(weights), "quiet": args.quiet, "long_clip": args.long_clip}
         if args.long_clip:
             result = run_long_clip(args, base_cfg, modes, work, config, skipped, notes)
         else:
