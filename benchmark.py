@@ -286,16 +286,14 @@ def make_scribbles(labels: np.ndarray, num_objects: int) -> np.ndarray:
         if not inner.any():
             continue
         x, y = interior_point(inner)
-        xs = np.nonzero(inner[y])[0]
-        # the interior run through (x, y)
+        # the interior run of that row through (x, y)
         left = x
         while left - 1 >= 0 and inner[y, left - 1]:
             left -= 1
         right = x
         while right + 1 < w and inner[y, right + 1]:
             right += 1
-        if xs.size:
-            cv2.line(canvas, (left, y), (right, y), int(k), thick)
+        cv2.line(canvas, (left, y), (right, y), int(k), thick)
     background = cv2.erode((labels == 0).astype(np.uint8), np.ones((15, 15), np.uint8))
     ys, xs = np.nonzero(background)
     if len(ys):
@@ -586,7 +584,6 @@ def original_layout_bytes(t: int, k: int, nh: int, nw: int) -> dict[str, int]:
 
 
 def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    import torch
     from inference_core import InferenceCore
     from util.tensor_util import compute_pad
 
@@ -744,9 +741,11 @@ def print_long_table(result: dict[str, Any]) -> None:
         print(f"  options: {r['options']}")
         print(f"  peak RSS measured: {fmt_gb(r['peak_rss_bytes'])} (models loaded: "
               f"{fmt_gb(r['rss_bytes']['models_loaded'])}); projected at the end of a full pass: "
-              f"{fmt_gb(r['projection']['projected_full_pass_peak_rss_bytes'])}; target ≤ {fmt_gb(r['target_peak_rss_bytes'])}")
+              f"{fmt_gb(r['projection']['projected_full_pass_peak_rss_bytes'])}; "
+              f"target ≤ {fmt_gb(r['target_peak_rss_bytes'])}")
         print(f"  original layout: images {fmt_gb(orig['images_float32'])} + probabilities "
-              f"{fmt_gb(orig['probabilities_float32'])} + 105-frame buffer {fmt_gb(orig['feature_buffer_105_frames'])}"
+              f"{fmt_gb(orig['probabilities_float32'])} + 105-frame buffer "
+              f"{fmt_gb(orig['feature_buffer_105_frames'])}"
               f" = {fmt_gb(orig['total'])}")
     for note in result["notes"]:
         print(f"note: {note}")
@@ -858,7 +857,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         notes.append(f"the machine is busy (load average {load1:.1f} on {os.cpu_count()} CPUs): timings are "
                      f"inflated, more so with several threads (OpenMP threads wait for each other)")
     config = {"frames": args.frames, "width": args.size[0], "height": args.size[1], "objects": args.objects,
-              "mem_freq": args.mem_freq, "clicks": args.clicks, "runs": args.runs, "threads": args.threads, "device": args.device,
+              "mem_freq": args.mem_freq, "clicks": args.clicks, "runs": args.runs, "threads": args.threads,
+              "device": args.device,
               "precision_requested": args.modes, "seed": args.seed, "tiny": args.tiny, "long_clip": args.long_clip,
               "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
@@ -879,7 +879,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         notes.append(weights_note)
         base_cfg = {"device": args.device, "threads": args.threads, "frames": args.frames, "width": args.size[0],
                     "height": args.size[1], "objects": args.objects, "mem_freq": args.mem_freq, "seed": args.seed,
-                    "clicks": args.clicks, "runs": args.runs, "weights": str(weights), "quiet": args.quiet, "long_clip": args.long_clip}
+                    "clicks": args.clicks, "runs": args.runs, "weights": str(weights), "quiet": args.quiet,
+                    "long_clip": args.long_clip}
         if args.long_clip:
             result = run_long_clip(args, base_cfg, modes, work, config, skipped, notes)
         else:

@@ -32,6 +32,8 @@ def weights_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench_weights")
 
 
+# The subprocess runs of the tiny configuration (marked slow) take ~40 s of CPU on 2 cores in all,
+# formula weights included; the weights are generated once and shared.
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory, reference_dir, weights_dir):
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
@@ -41,6 +43,8 @@ def tiny_result(tmp_path_factory, reference_dir, weights_dir):
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_schema_and_modes(tiny_result):
     result, stdout = tiny_result
     assert result["schema"] == benchmark.SCHEMA
@@ -68,6 +72,8 @@ def test_schema_and_modes(tiny_result):
     assert "f-BRS click 1" in stdout and "agreement with fp32" in stdout
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_exact_mode_is_exact(tiny_result):
     result, _ = tiny_result
     fp32 = result["modes"]["fp32"]
@@ -76,6 +82,8 @@ def test_exact_mode_is_exact(tiny_result):
     assert all(v == 1.0 for v in fp32["run_to_run_agreement"].values())
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_long_clip_tiny(tmp_path, reference_dir, weights_dir, tiny_result):
     out = tmp_path / "long.json"
     proc = _run(["--long-clip", "--tiny", "--threads", "1", "--quiet", "--precision", "fp32", "--reference",
