@@ -18,6 +18,10 @@ f-BRS masks). ``--long-clip`` instead measures memory on a lazily generated 1000
     python benchmark.py --device cuda --precision fp32,fp16
     python benchmark.py --long-clip --out long.json
     python benchmark.py --tiny --out /tmp/tiny.json       # CI configuration (correctness, not speed)
+
+``--weights DIR`` keeps the generated checkpoints for later runs. On a machine shared with other jobs,
+``--threads 1`` gives steadier numbers: two OpenMP threads on a busy 2-core machine mostly wait for
+each other (measured 10× slower than one thread under a load of 12).
 """
 from __future__ import annotations
 
