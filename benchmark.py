@@ -49,7 +49,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SCHEMA = "fastermivos-benchmark/1"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "orig")
+# "orig": float32 through the original's compute path on the same machine (no cached decoder skips, NCHW
+# layout, plain f-BRS modules) — a same-machine stand-in for the recorded baseline
+
+
+class OriginalPath(__import__("torch").nn.Module):
+    """Exposes only the original PropagationNetwork methods, so InferenceCore takes the original's path
+    (query encoder + full decoder every time) instead of the cached-skip path."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def memorize(self, frame, masks):
+        return self.net.memorize(frame, masks)
+
+    def get_query_values(self, frame):
+        return self.net.get_query_values(frame)
+
+    def segment_with_query(self, *args):
+        return self.net.segment_with_query(*args)
+
+    def get_attention(self, *args):
+        return self.net.get_attention(*args)
 ROUND_METRICS = ("round1_s_per_frame", "round2_s_per_frame")
 TIME_METRICS = ROUND_METRICS + ("s2m_s", "fbrs_click1_s", "fbrs_click2_s", "fbrs_click3_s")
 AGREEMENT_KEYS = ("round1", "round2", "s2m", "fbrs_click1", "fbrs_click2", "fbrs_click3")
@@ -167,7 +190,7 @@ def precision_kwargs(fn: Callable, mode: str) -> dict[str, Any] | None:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return None
-    if "precision" not in params:
+    if "precision" not in params or mode == "orig":
         return None
     return {"precision": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[mode]}
 
@@ -175,7 +198,7 @@ def precision_kwargs(fn: Callable, mode: str) -> dict[str, Any] | None:
 def autocast_context(mode: str, device: str, native: bool) -> contextlib.AbstractContextManager:
     """Autocast for a fast mode unless the component handles precision itself (``native``)."""
     import torch
-    if mode == "fp32" or native:
+    if mode in ("fp32", "orig") or native:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=torch_dtype(mode))
 
@@ -417,6 +440,13 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
            "fbrs": "FBRSController(precision=...)" if fbrs_kw else "torch.autocast"}
     if mode == "fp32":
         via = {key: "float32" for key in via}
+    prop_net = nets["prop"]
+    if mode == "orig":
+        via = {key: "float32, original compute path" for key in via}
+        core_kw = {"channels_last": False}
+        prop_net = OriginalPath(nets["prop"])
+        if hasattr(nets["fbrs"], "use_folded_inference"):
+            nets["fbrs"].use_folded_inference = False
 
     keys = agreement_keys(len(clicks))
     runs, first_masks, run_agreement, fbrs_fp32 = [], None, {key: 1.0 for key in keys}, False
@@ -424,7 +454,7 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         tag = f"[{mode} run {run + 1}/{cfg['runs']}]"
         timings: dict[str, float] = {}
         masks: dict[str, np.ndarray] = {}
-        core = InferenceCore(nets["prop"], nets["fusion"], clip.frames, k, mem_profile=0,
+        core = InferenceCore(prop_net, nets["fusion"], clip.frames, k, mem_profile=0,
                              mem_freq=cfg["mem_freq"], device=device, **(core_kw or {}))
         for name, idx, mask in (("round1", first_idx, round1_mask), ("round2", second_idx, round2_mask)):
             backward, forward = core.pass_bounds(idx)
@@ -460,7 +490,7 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             fbrs_timings, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
                                                 use_autocast=not fbrs_fp32)
         except (TypeError, RuntimeError) as e:
-            if mode == "fp32" or fbrs_kw is not None or fbrs_fp32:
+            if mode in ("fp32", "orig") or fbrs_kw is not None or fbrs_fp32:
                 raise
             # autocast reaches code that cannot take a reduced-precision tensor: measure f-BRS in float32
             fbrs_fp32 = True
@@ -750,7 +780,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--precision", default=None,
-                   help="comma-separated modes among fp32,bf16,fp16 (default: fp32,bf16 on CPU, fp32,fp16 on "
+                   help="comma-separated modes among fp32,bf16,fp16,orig (orig = float32 through the original's "
+                   "compute path, a same-machine baseline) (default: fp32,bf16 on CPU, fp32,fp16 on "
                         "CUDA); fp32 always runs, it is the reference of the agreements")
     p.add_argument("--force-precision", action="store_true",
                    help="run modes the device has no native support for (e.g. emulated bf16): for correctness")
