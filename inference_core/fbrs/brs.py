@@ -84,7 +84,7 @@ class ScaleBiasOptimizer:
             loss, f_max_pos, f_max_neg = brs_mask_loss(result, pos_mask, neg_mask)
             loss = loss + reg_loss
 
-        f_val = loss.detach().cpu().numpy()
+        f_val = loss.detach().float().cpu().numpy()
         if self.best_prediction is None or f_val < self._best_loss:
             self.best_prediction = logits.detach()
             self._best_loss = f_val
@@ -100,4 +100,4 @@ class ScaleBiasOptimizer:
         self._last_mask = current_mask
 
         loss.backward()
-        return f_val, opt_params.grad.cpu().numpy().ravel().astype(np.float64)
+        return f_val, opt_params.grad.float().cpu().numpy().ravel().astype(np.float64)

@@ -170,7 +170,7 @@ class ZoomIn(BaseTransform):
 
     def inv_transform(self, prob_map: torch.Tensor) -> torch.Tensor:
         if self._object_roi is None:
-            self._prev_probs = prob_map.cpu().numpy()
+            self._prev_probs = prob_map.float().cpu().numpy()
             return prob_map
         assert prob_map.shape[0] == 1
         rmin, rmax, cmin, cmax = self._object_roi
@@ -180,7 +180,7 @@ class ZoomIn(BaseTransform):
             full = torch.zeros(self._prev_probs.shape, device=prob_map.device, dtype=prob_map.dtype)
             full[:, :, rmin:rmax + 1, cmin:cmax + 1] = prob_map
             prob_map = full
-        self._prev_probs = prob_map.cpu().numpy()
+        self._prev_probs = prob_map.float().cpu().numpy()
         return prob_map
 
     def check_possible_recalculation(self) -> bool:
