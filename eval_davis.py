@@ -292,15 +292,9 @@ def main(argv: Sequence[str] | None = None, davis16: bool = False) -> int:
     args = build_parser(davis16).parse_args(argv)
     from dataset.layout import DatasetError
     from util.checkpoint import CheckpointError
-    try:
-        return run(args)
-    except (ValueError, DatasetError, CheckpointError) as e:
-        # EvalError, dataset layout errors, a frame too small for the top-k read, ...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from util.cli import run_cli
+    # EvalError, dataset layout errors, a frame too small for the top-k read, ...
+    return run_cli(run, args, (ValueError, DatasetError, CheckpointError))
 
 
 if __name__ == "__main__":

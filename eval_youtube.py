@@ -132,14 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dataset.layout import DatasetError
     from util.checkpoint import CheckpointError
-    try:
-        return run(args)
-    except (ValueError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from util.cli import run_cli
+    return run_cli(run, args, (ValueError, DatasetError, CheckpointError))
 
 
 if __name__ == "__main__":

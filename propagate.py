@@ -212,15 +212,9 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from util.checkpoint import CheckpointError
-    try:
-        return run(args)
-    except (ValueError, CheckpointError) as e:
-        # PropagateError, FrameSourceError (video_io), a frame too small for the top-k read, ...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from util.cli import run_cli
+    # PropagateError, FrameSourceError (video_io), a frame too small for the top-k read, ...
+    return run_cli(run, args, (ValueError, CheckpointError))
 
 
 if __name__ == "__main__":

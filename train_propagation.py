@@ -152,7 +152,6 @@ def run(para: HyperParameters) -> PropagationTrainer:
         loader, sampler = make_loader(dataset, para, ctx, sampler)
         if vos_datasets and len(loader) > 0:
             sampler.total_epochs = math.ceil(para["iterations"] / len(loader))
-        # different data sampling per rank from here on (the networks were initialised identically)
         return fit_and_close(trainer, loader, sampler, start_it, ctx, logger)
     finally:
         cleanup_distributed()
