@@ -28,7 +28,7 @@ from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
 from util.precision import autocast_dtype, resolve_precision
-from util.tensor_util import unpad
+from util.tensor_util import apply_pad, unpad
 
 # cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
 _FEATURE_FLOATS_PER_CELL = 128 + 512 + 512 * 4 + 256 * 16
@@ -163,7 +163,7 @@ class InferenceCore:
         if size == (self.nh, self.nw):
             return mask
         if size == (self.h, self.w):
-            return torch.nn.functional.pad(mask, self.pad) if any(self.pad) else mask
+            return apply_pad(mask, self.pad)
         raise ValueError(f"{what}: mask is {size[1]}×{size[0]} but the clip is {self.w}×{self.h} "
                          f"(padded {self.nw}×{self.nh})")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from util.image_util import normalize_frames
-from util.tensor_util import Pad, compute_pad
+from util.tensor_util import Pad, apply_pad, compute_pad
 
 
 @runtime_checkable
@@ -53,8 +53,7 @@ class PaddedFrames:
             dense = images[0]
             if keep_all_on_device:
                 # pad once, up front: every later access is a view
-                self._dense = torch.nn.functional.pad(dense.to(device), self.pad) if any(self.pad) \
-                    else dense.to(device)
+                self._dense = apply_pad(dense.to(device), self.pad)
             else:
                 self._source_dense = dense  # CPU, unpadded
         else:
@@ -95,8 +94,7 @@ class PaddedFrames:
             x = normalize_frames(frame, self.device)
         else:
             x = self._source_dense[t:t + 1].to(self.device)
-        if any(self.pad):
-            x = torch.nn.functional.pad(x, self.pad)
+        x = apply_pad(x, self.pad)
         self._cache[t] = x
         while len(self._cache) > self._cache_frames:
             self._cache.popitem(last=False)

@@ -26,7 +26,7 @@ from inference_core.core import InferenceCore
 from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
-from util.tensor_util import Pad, unpad
+from util.tensor_util import Pad, apply_pad, unpad
 
 
 def first_frame_probabilities(onehot: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def propagate_first_frame(core: InferenceCore, onehot: torch.Tensor) -> Iterator
     prob = first_frame_probabilities(onehot)
     if core.t == 1:
         prob = prob.to(core.device)
-        core.probs.set(0, F.pad(prob, core.pad) if any(core.pad) else prob)
+        core.probs.set(0, apply_pad(prob, core.pad))
         return
     steps = core.interact_iter(prob, 0)
     try:
@@ -114,8 +114,8 @@ class PerObjectPropagation:
         mask = mask.to(self.device, torch.float32)
         if mask.dim() == 3:
             mask = mask.unsqueeze(1)
-        if tuple(mask.shape[-2:]) == (self.h, self.w) and any(self.pad):
-            mask = F.pad(mask, self.pad)
+        if tuple(mask.shape[-2:]) == (self.h, self.w):
+            mask = apply_pad(mask, self.pad)
         if tuple(mask.shape) != (self.k + 1, 1, self.nh, self.nw):
             raise ValueError(f"mask must be (K+1)×1×H×W = {self.k + 1}×1×{self.h}×{self.w}, got {tuple(mask.shape)}")
         return mask

@@ -23,9 +23,12 @@ def compute_pad(h: int, w: int, d: int = 16) -> Pad:
 def pad_divide_by(x: torch.Tensor, d: int = 16) -> tuple[torch.Tensor, Pad]:
     """Zero-pad the last two dims of ``x`` (…×H×W) to multiples of ``d``; returns (padded, pad)."""
     pad = compute_pad(x.shape[-2], x.shape[-1], d)
-    if any(pad):
-        x = F.pad(x, pad)
-    return x, pad
+    return apply_pad(x, pad), pad
+
+
+def apply_pad(x: torch.Tensor, pad: Pad) -> torch.Tensor:
+    """Zero-pad ``x`` (…×H×W) with a pad from :func:`compute_pad` (no copy when there is nothing to pad)."""
+    return F.pad(x, pad) if any(pad) else x
 
 
 def unpad(x: torch.Tensor, pad: Pad):
