@@ -658,10 +658,11 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             gen.close()  # cancels the rest of the pass; the masks are brought up to date
     bar.finish()
     steady = frame_times[2:] if len(frame_times) > 3 else frame_times
-    prob_bytes_per_frame = (k + 1) * nh * nw * (2 if cfg["prob_storage"] == "uint16" else 4)
     cells = (nh // 16) * (nw // 16)
     memory_bytes_per_commit = k * MEMORY_FLOATS_PER_CELL * cells * 4
     frames_stored = len(frame_times) + 1
+    # bytes the store really keeps per frame (compact storage may drop derivable channels)
+    prob_bytes_per_frame = core.probs.nbytes // max(frames_stored, 1)
     # what a pass over the whole clip would add on top of the measured peak: the probabilities of the
     # frames not propagated yet, and the memory frames committed every mem_freq frames
     remaining = t_len - frames_stored

@@ -2,8 +2,9 @@
 
 Frames never written read as the initial state (background 1e-7, objects 0) without being stored, so
 memory grows with the frames actually propagated. ``dtype=torch.float32`` keeps the original's exact
-numbers; ``"uint16"`` stores probabilities quantised to 1/65535 (abs. error ≤ 7.7e-6) at half the
-memory, for long clips.
+numbers; ``"uint16"`` stores the K object channels quantised to 1/65535 (abs. error ≤ 7.7e-6) and
+derives the background as ``1 − Σ objects`` (every stored distribution sums to 1: interaction masks and
+aggregated outputs), i.e. ``K/(K+1)`` of half the memory, for long clips.
 """
 from __future__ import annotations
 
@@ -34,13 +35,15 @@ class ProbStore:
         if stored is None:
             return self._initial(device)
         if self.storage == "uint16":
-            return stored.to(device).float().div_(65535.0)
+            objects = stored.to(device).float().div_(65535.0)
+            background = (1 - objects.sum(0, keepdim=True)).clamp_(0, 1)
+            return torch.cat([background, objects], 0)
         return stored.to(device)
 
     def set(self, t: int, prob: torch.Tensor) -> None:
         prob = prob.detach()
         if self.storage == "uint16":
-            q = prob.to(self.device).clamp(0, 1).mul(65535.0).round_().to(torch.int32).to(torch.uint16)
+            q = prob[1:].to(self.device).clamp(0, 1).mul(65535.0).round_().to(torch.int32).to(torch.uint16)
             self._frames[t] = q
         else:
             self._frames[t] = prob.to(device=self.device, dtype=torch.float32).clone()

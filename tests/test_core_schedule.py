@@ -169,3 +169,18 @@ def test_feature_cache_is_bounded_in_bytes():
     core.query_cache.max_bytes = 3 * 5 * (2 * 2 * 3) * 4  # three frames of five 1×2×2×3 stub features
     core.interact(onehot(1, 32, 48), 6)
     assert len(core.query_cache) == 3
+
+
+def test_compact_probability_storage_round_trips():
+    from inference_core.prob_store import ProbStore
+    from model.aggregate import aggregate_wbg
+    store = ProbStore(3, 5, 16, 32, torch.device("cpu"), storage="uint16")
+    prob = aggregate_wbg(torch.rand(3, 1, 16, 32), keep_bg=True)
+    store.set(2, prob)
+    back = store.get(2)
+    assert back.shape == prob.shape
+    assert (back - prob).abs().max() < 3 * 7.7e-6 + 1e-6   # background derived from the K channels
+    assert store.nbytes == 3 * 16 * 32 * 2                  # K channels of uint16
+    assert store.get(0)[0].eq(1e-7).all() and store.get(0)[1:].eq(0).all()   # never written: initial state
+    store.add_object()
+    assert store.get(2).shape == (5, 1, 16, 32) and (store.get(2)[4] == 0).all()
