@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (MIRRORS_BL30K, ArchivePart, DownloadError, Source, check_free_space, confirm_licence,
+from util.download import (RESUME_HINT, MIRRORS_BL30K, ArchivePart, DownloadError, Source, check_free_space, confirm_licence,
                            human_bytes, install_part, select_parts, with_mirror)
 
 LICENCE = """\
@@ -103,20 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sources = with_mirror(SOURCES, args.mirror)
     only = [o[len("BL30K_"):] if o.startswith("BL30K_") else o for o in args.only] if args.only else None
-    try:
+    from util.cli import run_cli
+
+    def fetch(args) -> None:
         keys = select_parts(SOURCES, only)
         confirm_licence(LICENCE, args.yes)
         print(f"Installing {', '.join(_name_of(k) for k in keys)} into {Path(args.root) / 'BL30K'} "
               f"(about {human_bytes(len(keys) * SEGMENT_BYTES)} of data)")
         run(Path(args.root), keys, sources, space_check=not args.no_space_check, keep_archives=args.keep_archives,
             quiet=args.quiet)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli(fetch, args, (DownloadError,), code=1, interrupted=RESUME_HINT)
 
 
 if __name__ == "__main__":

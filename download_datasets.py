@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (MIRRORS_DATASETS, ArchivePart, DownloadError, Source, confirm_licence, install_part,
+from util.download import (RESUME_HINT, MIRRORS_DATASETS, ArchivePart, DownloadError, Source, confirm_licence, install_part,
                            select_parts, with_mirror)
 
 LICENCE = """\
@@ -120,19 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from util.cli import run_cli
     sources = with_mirror(SOURCES, args.mirror)
-    try:
+
+    def fetch(args) -> None:
         parts = select_parts(list(SOURCES) + [RESIZE_PART], args.only)
         confirm_licence(LICENCE, args.yes)
         run(Path(args.root), parts, sources, keep_archives=args.keep_archives, quiet=args.quiet,
             processes=args.processes)
-    except (DownloadError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli(fetch, args, (DownloadError, FileNotFoundError), code=1, interrupted=RESUME_HINT)
 
 
 if __name__ == "__main__":

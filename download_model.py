@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import MIRRORS_MODELS, DownloadError, Source, download, select_parts, with_mirror
+from util.download import RESUME_HINT, MIRRORS_MODELS, DownloadError, Source, download, select_parts, with_mirror
 
 ROOT = Path(__file__).resolve().parent
 
@@ -133,20 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from util.checkpoint import CheckpointError
+    from util.cli import run_cli
     sources = with_mirror(MODELS, args.mirror)
     example = with_mirror({"example": EXAMPLE}, args.mirror)["example"]
-    try:
+
+    def fetch(args) -> None:
         names = select_parts(MODELS, _resolve_only(args.only))
         download_models(Path(args.output), names, sources, full_check=args.check == "full", quiet=args.quiet)
         if not args.no_example:
             download_example(Path(args.example_output), example, quiet=args.quiet)
-    except (DownloadError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli(fetch, args, (DownloadError, CheckpointError), code=1, interrupted=RESUME_HINT)
 
 
 if __name__ == "__main__":

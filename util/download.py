@@ -137,6 +137,9 @@ def confirm_licence(text: str, assume_yes: bool, stream=sys.stdin) -> None:
         raise DownloadError("licence not accepted; nothing was downloaded")
 
 
+RESUME_HINT = "error: interrupted; run the same command again to resume"
+
+
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
