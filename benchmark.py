@@ -662,7 +662,7 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     memory_bytes_per_commit = k * MEMORY_FLOATS_PER_CELL * cells * 4
     frames_stored = len(frame_times) + 1
     # bytes the store really keeps per frame (compact storage may drop derivable channels)
-    prob_bytes_per_frame = core.probs.nbytes // max(frames_stored, 1)
+    prob_bytes_per_frame = core.prob_bytes // max(frames_stored, 1)
     # what a pass over the whole clip would add on top of the measured peak: the probabilities of the
     # frames not propagated yet, and the memory frames committed every mem_freq frames
     remaining = t_len - frames_stored

@@ -201,11 +201,11 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
 
         emit(0, mask0)
         for t, _ in propagate_first_frame(core, onehot):
-            peak_prob = max(peak_prob, core.probs.nbytes)
-            peak_feat = max(peak_feat, core.query_cache.nbytes)
+            peak_prob = max(peak_prob, core.prob_bytes)
+            peak_feat = max(peak_feat, core.feature_bytes)
             emit(t, frame_labels(core.get_prob(t), core.pad, (height, width), ids))
-            core.probs.release(t)
-            core.probs.release(0)   # the first frame's probabilities are in its memory already
+            core.release_frame(t)
+            core.release_frame(0)   # the first frame's probabilities are in its memory already
     return {"frames": len(source), "peak_prob_bytes": peak_prob, "peak_feature_bytes": peak_feat}
 
 

@@ -242,7 +242,7 @@ class AnnotationController:
         for t, mask in state.masks.items():
             if mask.max() > 0:
                 self._restore_frame(t, mask)
-        self.core.interacted.update(t for t in state.interacted if 0 <= t < self.num_frames)
+        self.core.mark_interacted(t for t in state.interacted if 0 <= t < self.num_frames)
         self.cursor = min(max(state.cursor, 0), self.num_frames - 1)
         if state.pending_frame is not None and state.pending_frame in state.masks:
             # an interaction that was not propagated before the session ended: propagate-able again
@@ -270,10 +270,8 @@ class AnnotationController:
 
     def _restore_frame(self, t: int, mask: np.ndarray) -> None:
         """Put a saved mask back into the core: hard probabilities + displayed mask."""
-        prob = self._onehot(mask)
         # the soft probabilities are not saved (too large for long videos): the hard mask stands in
-        self.core.probs.set(t, prob)
-        self.core.update_mask_only(prob, t)
+        self.core.restore_frame(t, self._onehot(mask))
 
     def autosave(self, frames=None) -> None:
         ws = self.workspace
@@ -281,7 +279,7 @@ class AnnotationController:
             return
         try:
             n = ws.save_masks(self.core.np_masks, frames)
-            ws.save_session(self.num_objects, self.cursor, self.core.interacted, self.pending_frame)
+            ws.save_session(self.num_objects, self.cursor, self.core.interacted_frames, self.pending_frame)
         except OSError as e:
             self.log(f"Autosave failed ({type(e).__name__}: {e}); check that {ws.root} is writable.")
             return
@@ -482,7 +480,7 @@ class AnnotationController:
                 prev_soft = self.this_frame_interactions[-1].out_prob
             else:
                 prev_soft = self.core.get_prob(self.cursor)[1:]
-            prev_hard = self.core.masks[self.cursor]
+            prev_hard = self.core.get_mask(self.cursor)
             image, pad = self.core.get_image(self.cursor), self.core.pad
             h, w = self.height, self.width
         new = None

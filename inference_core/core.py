@@ -17,7 +17,7 @@ Everything the networks see is computed here; the networks themselves are statel
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -139,6 +139,45 @@ class InferenceCore:
         """Hard label map of frame ``t``, padded: ``1×H'×W'`` uint8 (CPU)."""
         self._check_frame(t)
         return self.masks[t]
+
+    @property
+    def interacted_frames(self) -> frozenset[int]:
+        """Frames the user has interacted with (the stops of every propagation pass)."""
+        return frozenset(self.interacted)
+
+    @property
+    def prob_bytes(self) -> int:
+        """Bytes held by the stored probabilities."""
+        return self.probs.nbytes
+
+    @property
+    def feature_bytes(self) -> int:
+        """Bytes held by the query-feature cache."""
+        return self.query_cache.nbytes
+
+    # ------------------------------------------------------------------ operations for callers
+    def restore_frame(self, t: int, prob: torch.Tensor) -> None:
+        """Put saved probabilities back for frame ``t`` (e.g. a resumed session or a given first-frame
+        mask): ``prob`` is ``(K+1)×1×H×W``, background first, padded or not. The displayed mask becomes
+        its argmax; the memory is untouched (the next ``interact`` diffs against it)."""
+        self._check_frame(t)
+        prob = self._prepare_mask(prob, "restored probabilities")
+        self.probs.set(t, prob)
+        self._stale_masks.add(t)
+        self._refresh_masks()
+
+    def mark_interacted(self, frames: Iterable[int]) -> None:
+        """Record ``frames`` as interacted (a resumed session): they bound later propagation passes."""
+        frames = [int(t) for t in frames]
+        for t in frames:
+            self._check_frame(t)
+        self.interacted.update(frames)
+
+    def release_frame(self, t: int) -> None:
+        """Forget the probabilities of frame ``t`` (they read as the initial state again). For one-way
+        propagation that writes each result out as soon as it is final: memory stays O(1) in frames."""
+        self._check_frame(t)
+        self.probs.release(t)
 
     # ------------------------------------------------------------------ validation
     def _check_frame(self, idx: int) -> None:

@@ -45,8 +45,7 @@ def propagate_first_frame(core: InferenceCore, onehot: torch.Tensor) -> Iterator
     A one-frame clip has nothing to propagate: its probabilities are just the given mask."""
     prob = first_frame_probabilities(onehot)
     if core.t == 1:
-        prob = prob.to(core.device)
-        core.probs.set(0, apply_pad(prob, core.pad))
+        core.restore_frame(0, prob)
         return
     steps = core.interact_iter(prob, 0)
     try:
