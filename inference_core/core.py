@@ -27,7 +27,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
-from util.precision import autocast_dtype, resolve_precision
+from util.precision import autocast_dtype, resolve_device, resolve_precision
 from util.tensor_util import apply_pad, unpad
 
 # cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
@@ -37,7 +37,8 @@ _PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when available, else CPU (see :func:`util.precision.resolve_device`)."""
+    return resolve_device(None)
 
 
 class InferenceCore:
@@ -76,7 +77,7 @@ class InferenceCore:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
             raise ValueError(f"mem_freq must be ≥ 1, got {mem_freq}")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format

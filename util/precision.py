@@ -1,4 +1,4 @@
-"""Which reduced precision is fast on a device (the one place that decides it).
+"""Which device runs the networks and which precision is fast on it (the one place that decides both).
 
 bfloat16 is only worth it on CPUs with native bf16 arithmetic (AVX-512-BF16 or AMX); elsewhere oneDNN
 emulates it and a propagation runs ~10× *slower* (measured: 65 s vs 4.6 s CPU time per decoder call on
@@ -14,6 +14,29 @@ import torch
 PRECISIONS = ("float32", "bfloat16", "float16")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "float32": "float32",
             "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """The device a user asked for: ``None``/``"auto"`` → CUDA when available, else CPU; ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``. Raises ValueError (one sentence: what is wrong; what to do) for an unknown
+    name, CUDA without a usable GPU, or a GPU index that does not exist."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "auto")):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec.strip().lower() if isinstance(spec, str) else spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {str(spec)!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise ValueError(f"unsupported device {str(spec)!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {str(spec)!r} asked for, but no CUDA GPU is usable here; use cpu or auto")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"device {str(spec)!r} does not exist: this machine has {count} GPU(s) "
+                         f"(cuda:0..cuda:{count - 1})")
+    return device
 
 
 @functools.lru_cache(maxsize=1)
