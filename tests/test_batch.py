@@ -68,7 +68,7 @@ def test_environment_plain_process_and_torchrun():
 
 # ------------------------------------------------------------------------------------------ resume
 def _process_into(calls: list[str], fail: set[str] = frozenset()):
-    def process(item: WorkItem) -> dict:
+    def process(item: WorkItem, data=None) -> dict:
         calls.append(item.name)
         if item.name in fail:
             raise ValueError(f"cannot read {item.name}\nsecond line")
@@ -112,7 +112,7 @@ def test_a_broken_record_is_redone(tmp_path):
 def test_item_names_are_safe_file_names(tmp_path):
     records = DoneRecords(tmp_path, {})
     assert records.path("a/b c").parent == tmp_path / ".done"
-    out = run_batch(ctx(), [WorkItem("../x/y", 1)], lambda it: 1, tmp_path, {}, progress=False)
+    out = run_batch(ctx(), [WorkItem("../x/y", 1)], lambda it, data: 1, tmp_path, {}, progress=False)
     assert out.results == {"../x/y": 1}
     assert [p.name for p in (tmp_path / ".done").iterdir()] == ["..%2Fx%2Fy.json"]
 
@@ -135,7 +135,7 @@ def test_a_failure_is_recorded_and_the_others_go_on_then_it_is_retried(tmp_path)
 
 
 def test_interrupt_stops_the_run_without_a_record(tmp_path):
-    def process(item):
+    def process(item, data):
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run_batch(ctx(), ITEMS[:1], process, tmp_path, {}, progress=False)
@@ -144,12 +144,12 @@ def test_interrupt_stops_the_run_without_a_record(tmp_path):
 
 def test_progress_lines_name_rank_count_rate_and_eta(tmp_path):
     stream = io.StringIO()
-    run_batch(ctx(), ITEMS[:2], lambda it: None, tmp_path, {}, stream=stream)
+    run_batch(ctx(), ITEMS[:2], lambda it, data: None, tmp_path, {}, stream=stream)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[rank 0/1] 1/2 videos, ") and "frames/s, ETA " in lines[0]
     assert lines[1].startswith("[rank 0/1] 2/2 videos, ")
     stream = io.StringIO()
-    run_batch(ctx(), ITEMS[:2], lambda it: None, tmp_path, {}, stream=stream)
+    run_batch(ctx(), ITEMS[:2], lambda it, data: None, tmp_path, {}, stream=stream)
     assert "2/2 videos already done (resumed), 0 to do" in stream.getvalue()
 
 
@@ -179,5 +179,24 @@ def test_two_ranks_split_the_work_and_both_see_every_record(tmp_path):
 
 def test_waiting_for_a_rank_that_never_comes_times_out(tmp_path):
     with pytest.raises(BatchError, match="no record"):
-        run_batch(ctx(0, 2), ITEMS[:2], lambda it: None, tmp_path, {}, progress=False, poll_s=0.01,
+        run_batch(ctx(0, 2), ITEMS[:2], lambda it, data: None, tmp_path, {}, progress=False, poll_s=0.01,
                   wait_timeout_s=0.1)
+
+
+def _load(item: WorkItem):
+    if item.name == "c":
+        raise OSError("c.mp4: no such file")
+    import numpy as np
+    return {"frames": np.full((2, 3), item.frames)}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loaded_data_arrives_as_tensors_and_a_load_failure_is_recorded(tmp_path, workers):
+    got = {}
+
+    def process(item, data):
+        got[item.name] = data["frames"]
+        return None
+    out = run_batch(ctx(), ITEMS[:4], process, tmp_path, {}, load=_load, num_workers=workers, progress=False)
+    assert sorted(got) == ["a", "b", "d"] and isinstance(got["a"], torch.Tensor) and int(got["b"][0, 0]) == 90
+    assert out.failed == {"c": "OSError: c.mp4: no such file"}

@@ -311,15 +311,48 @@ def wait_for_records(records: DoneRecords, names: Sequence[str], poll_s: float =
         time.sleep(poll_s)
 
 
-def run_batch(ctx: BatchContext, items: Sequence[WorkItem], process: Callable[[WorkItem], Any],
+class _LoadedItems(torch.utils.data.Dataset):
+    """The items' data for a DataLoader: a load error is returned (as its error line), not raised, so
+    one unreadable video does not end the iteration over the others."""
+
+    def __init__(self, items: Sequence[WorkItem], load: Callable[[WorkItem], Any]):
+        self.items, self.load = list(items), load
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return {"data": self.load(self.items[index]), "error": None}
+        except Exception as e:  # noqa: BLE001  (recorded as this item's failure)
+            return {"data": None, "error": error_line(e)}
+
+
+def _iterate(todo: Sequence[WorkItem], load: Callable[[WorkItem], Any] | None, num_workers: int):
+    """``(item, data, error)`` in order; with ``load``, through a DataLoader (``batch_size=None``: numpy
+    arrays arrive as tensors) that reads ahead in ``num_workers`` processes."""
+    if load is None:
+        for it in todo:
+            yield it, None, None
+        return
+    from torch.utils.data import DataLoader
+    loader = DataLoader(_LoadedItems(todo, load), batch_size=None, shuffle=False, num_workers=num_workers)
+    for it, got in zip(todo, loader):
+        yield it, got["data"], got["error"]
+
+
+def run_batch(ctx: BatchContext, items: Sequence[WorkItem], process: Callable[[WorkItem, Any], Any],
               output: str | os.PathLike, settings: Mapping[str, Any], unit: str = "videos",
+              load: Callable[[WorkItem], Any] | None = None, num_workers: int = 0,
               stream: TextIO | None = None, progress: bool = True, poll_s: float = 2.0,
               wait_timeout_s: float | None = None) -> BatchOutcome:
-    """Process this rank's share of ``items`` with ``process`` (result: JSON-able), skipping the items
-    already done with the same ``settings``; record each outcome; wait for every rank; return all records.
+    """Process this rank's share of ``items`` with ``process(item, data)`` (result: JSON-able), skipping
+    the items already done with the same ``settings``; record each outcome; wait for every rank; return
+    all records. ``data`` is ``load(item)`` read ahead by ``num_workers`` DataLoader processes (None
+    without ``load``).
 
-    ``process`` may raise: the item is recorded as failed with the error line and the next one goes on
-    (KeyboardInterrupt and SystemExit stop the run)."""
+    ``load`` or ``process`` may raise: the item is recorded as failed with the error line and the next
+    one goes on (KeyboardInterrupt and SystemExit stop the run)."""
     records = DoneRecords(output, settings)
     mine = shard(items, ctx.world_size)[ctx.rank]
     prog = Progress(ctx, mine, unit=unit, stream=stream, enabled=progress)
@@ -333,12 +366,16 @@ def run_batch(ctx: BatchContext, items: Sequence[WorkItem], process: Callable[[W
             todo.append(it)
     _barrier(ctx)   # no rank waits on a record another rank has yet to discard
     prog.begin()
-    for it in todo:
+    for it, data, load_error in _iterate(todo, load, num_workers):
         start = time.monotonic()
-        try:
-            result = process(it)
-        except Exception as e:  # noqa: BLE001  (one bad video must not stop the others; it is reported)
-            err = error_line(e)
+        err = load_error
+        if err is None:
+            try:
+                result = process(it, data)
+            except Exception as e:  # noqa: BLE001  (one bad video must not stop the others; it is reported)
+                err = error_line(e)
+        del data
+        if err is not None:
             records.write(it.name, "failed", it.frames, time.monotonic() - start, ctx.rank, error=err)
             prog.finish_item(it, False, err)
             continue
@@ -368,3 +405,24 @@ def report_failures(outcome: BatchOutcome, stream: TextIO | None = None) -> None
     stream = stream if stream is not None else sys.stderr
     for name, err in outcome.failed.items():
         print(f"failed: {name}: {err}", file=stream)
+
+
+def _load_from(dataset: Any, item: WorkItem) -> Any:
+    return dataset[item.payload]
+
+
+def dataset_loader(dataset: Any) -> Callable[[WorkItem], Any]:
+    """A picklable ``load`` for :func:`run_batch` reading ``dataset[item.payload]``."""
+    import functools
+    return functools.partial(_load_from, dataset)
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size and modification time of a file (a checkpoint) for the settings hash: replacing the
+    file invalidates the results made with the old one."""
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
