@@ -194,8 +194,6 @@ def load_network(model: str, top_k: int | None, use_km: bool, device: torch.devi
 
 def run(args: argparse.Namespace) -> int:
     from dataset.davis_test_dataset import DAVISTestDataset
-    from inference_core.core import InferenceCore, default_device
-    from inference_core.semisup import frame_labels, propagate_first_frame
 
     eval_set = resolve_set(args.davis, args.split, args.davis16, args.imset)
     out_dir = Path(args.output)
@@ -216,24 +214,38 @@ def run(args: argparse.Namespace) -> int:
         print_summary(write_summary(out_dir, eval_set.split, scores))
         return 0
 
-    device = torch.device(args.device) if args.device else default_device()
+    from util.batch import init_batch, shutdown_batch
+    ctx = init_batch(args.device)
+    try:
+        return _run_videos(args, ctx, dataset, eval_set, out_dir, annotations)
+    finally:
+        shutdown_batch(ctx)
+
+
+def _run_videos(args: argparse.Namespace, ctx, dataset, eval_set: EvalSet, out_dir: Path, annotations: Path) -> int:
+    """Propagate and score this rank's share of the videos (see :mod:`util.batch`); rank 0 merges the
+    scores of all videos, in the image set's order, into the summary files."""
+    from inference_core.core import InferenceCore
+    from inference_core.semisup import frame_labels, propagate_first_frame
+    from util.batch import (WorkItem, dataset_loader, file_identity, report_failures, run_batch,
+                            summary_line)
+
+    device = ctx.device
     top_k = None if args.no_top else args.top_k
     net = load_network(args.model, top_k, args.use_km, device)
+    settings = {"job": "eval_davis", "model": file_identity(args.model), "root": str(eval_set.root.resolve()),
+                "imset": eval_set.imset, "single_object": eval_set.single_object, "top_k": top_k,
+                "use_km": args.use_km, "mem_freq": args.mem_freq, "precision": args.precision}
+    items = [WorkItem(name, dataset.num_frames[name], index) for index, name in enumerate(dataset.videos)]
 
-    import progressbar
-    from torch.utils.data import DataLoader
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.num_workers)
-    scores: dict[str, SequenceScores] = {}
-    unscored: list[str] = []
-    total_time, total_frames = 0.0, 0
-    for data in progressbar.progressbar(loader, max_value=len(dataset)):
+    def process(item: WorkItem, data: dict) -> dict:
         info = data["info"]
         name, labels = info["name"], [int(v) for v in info["labels"]]
         gt_onehot = data["gt"][:, 0]                                  # K×1×H×W, frame 0
         num_frames = data["rgb"].shape[0]
         if not labels:
             print(f"{name}: no object in frame 0, skipped")
-            continue
+            return {"skipped": "no object in frame 0"}
         _sync(device)
         start = time.time()
         core = InferenceCore(net, None, data["rgb"].unsqueeze(0), len(labels), mem_freq=args.mem_freq,
@@ -247,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
                 size = tuple(int(s) for s in info["size_480p"])
                 masks = np.stack([frame_labels(core.get_prob(t), core.pad, size, labels) for t in range(num_frames)])
         _sync(device)
-        total_time += time.time() - start
-        total_frames += num_frames
+        elapsed = time.time() - start
+        del core
 
         video_dir = out_dir / name
         for t, mask in enumerate(masks):
@@ -256,28 +268,54 @@ def run(args: argparse.Namespace) -> int:
                 save_mask_png_grey(video_dir / f"{t:05d}.png", mask)
             else:
                 save_mask_png(video_dir / f"{t:05d}.png", mask)
-
+        result = {"frames": num_frames, "time_s": elapsed}
         gt = read_label_folder(annotations / name, num_frames, eval_set.single_object)
         if gt is None or gt.shape != masks.shape:
-            unscored.append(name)
-            continue
+            return {**result, "unscored": True}
         pred = (masks > 0).astype(np.uint8) if eval_set.single_object else masks
         if not eval_set.single_object and labels != list(range(1, len(labels) + 1)):
             lut = np.zeros(256, np.uint8)
             lut[labels] = np.arange(1, len(labels) + 1)
             gt, pred = lut[gt], lut[pred]
-        scores[name] = score_video(gt, pred, len(labels))
-        del core
+        s = score_video(gt, pred, len(labels))
+        # J and F (T×K float64) survive the JSON record exactly: the merged summary is the same numbers
+        return {**result, "J": s.J.tolist(), "F": s.F.tolist()}
+
+    run_start = time.time()
+    outcome = run_batch(ctx, items, process, out_dir, settings, load=dataset_loader(dataset),
+                        num_workers=args.num_workers)
+    if not ctx.is_main:
+        return outcome.exit_code
+    results = outcome.results
+    scores: dict[str, SequenceScores] = {}
+    unscored: list[str] = []
+    total_time, total_frames = 0.0, 0
+    for name in dataset.videos:
+        r = results.get(name)
+        if r is None or "skipped" in r:
+            continue
+        total_time += r["time_s"]
+        total_frames += r["frames"]
+        if r.get("unscored"):
+            unscored.append(name)
+        else:
+            scores[name] = SequenceScores(J=np.asarray(r["J"], np.float64), F=np.asarray(r["F"], np.float64))
 
     fps = total_frames / total_time if total_time > 0 else float("nan")
     print(f"Total processing time: {total_time:.2f} s, processed frames: {total_frames}, FPS: {fps:.2f}")
-    timing = {"processing_time_s": total_time, "frames": total_frames, "fps": fps, "device": str(device)}
-    if scores and not unscored:
+    timing = {"processing_time_s": total_time, "frames": total_frames, "fps": fps, "device": str(device),
+              "processes": ctx.world_size}
+    failed = outcome.failed
+    if scores and not unscored and not failed:
         print_summary(write_summary(out_dir, eval_set.split, scores, {"timing": timing}))
+    elif scores and failed:
+        print(f"J&F not computed: {len(failed)} video(s) failed")
     elif scores:
         print(f"J&F not computed: no complete ground truth for {len(unscored)} video(s), e.g. {unscored[0]}")
     atomic_write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
-    return 0
+    report_failures(outcome)
+    print(summary_line(outcome, elapsed_s=time.time() - run_start), file=sys.stderr)
+    return outcome.exit_code
 
 
 def save_mask_png_grey(path: Path, mask01: np.ndarray) -> None:
