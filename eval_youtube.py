@@ -88,7 +88,6 @@ def propagate_video(net: torch.nn.Module, data: dict, mem_freq: int, device: tor
 
 def run(args: argparse.Namespace) -> int:
     from dataset.yv_test_dataset import YouTubeVOSTestDataset
-    from inference_core.core import default_device
 
     if args.mem_freq < 1:
         raise EvalError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
@@ -102,14 +101,27 @@ def run(args: argparse.Namespace) -> int:
             raise EvalError(f"--video {missing[0]}: not in {dataset.image_dir}")
         dataset.videos = [v for v in dataset.videos if v in args.video]
     palette = read_palette(yv, args.split)
-    device = torch.device(args.device) if args.device else default_device()
-    net = load_network(args.model, None if args.no_top else args.top_k, args.use_km, device)
+    from util.batch import init_batch, shutdown_batch
+    ctx = init_batch(args.device)
+    try:
+        return _run_videos(args, ctx, dataset, palette, out_dir)
+    finally:
+        shutdown_batch(ctx)
 
-    import progressbar
-    from torch.utils.data import DataLoader
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.num_workers)
-    total_time, total_frames = 0.0, 0
-    for data in progressbar.progressbar(loader, max_value=len(dataset)):
+
+def _run_videos(args: argparse.Namespace, ctx, dataset, palette: bytes, out_dir: Path) -> int:
+    """This rank's share of the videos (see :mod:`util.batch`); rank 0 prints the merged timing."""
+    from util.batch import WorkItem, dataset_loader, file_identity, report_failures, run_batch, summary_line
+
+    device = ctx.device
+    net = load_network(args.model, None if args.no_top else args.top_k, args.use_km, device)
+    settings = {"job": "eval_youtube", "model": file_identity(args.model),
+                "root": str(Path(args.yv).expanduser().resolve()), "split": args.split,
+                "top_k": None if args.no_top else args.top_k, "use_km": args.use_km, "mem_freq": args.mem_freq,
+                "short_side": args.short_side}
+    items = [WorkItem(name, len(dataset.frames[name]), index) for index, name in enumerate(dataset.videos)]
+
+    def process(item: WorkItem, data: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.time()
@@ -117,15 +129,24 @@ def run(args: argparse.Namespace) -> int:
             masks, first = propagate_video(net, data, args.mem_freq, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        total_time += time.time() - start
-        total_frames += masks.shape[0] - first
+        elapsed = time.time() - start
         video_dir = out_dir / data["info"]["name"]
         for t in range(first, masks.shape[0]):
             save_mask_png(video_dir / (Path(data["info"]["frames"][t]).stem + ".png"), masks[t], palette)
+        return {"frames": int(masks.shape[0] - first), "time_s": elapsed}
 
-    fps = total_frames / total_time if total_time > 0 else float("nan")
-    print(f"Total processing time: {total_time:.2f} s, processed frames: {total_frames}, FPS: {fps:.2f}")
-    return 0
+    run_start = time.time()
+    outcome = run_batch(ctx, items, process, out_dir, settings, load=dataset_loader(dataset),
+                        num_workers=args.num_workers)
+    if ctx.is_main:
+        results = outcome.results.values()
+        total_time = sum(r["time_s"] for r in results)
+        total_frames = sum(r["frames"] for r in results)
+        fps = total_frames / total_time if total_time > 0 else float("nan")
+        print(f"Total processing time: {total_time:.2f} s, processed frames: {total_frames}, FPS: {fps:.2f}")
+        report_failures(outcome)
+        print(summary_line(outcome, elapsed_s=time.time() - run_start), file=sys.stderr)
+    return outcome.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

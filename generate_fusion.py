@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
-import progressbar
 import torch
 
 from dataset.layout import DatasetError
@@ -82,54 +82,72 @@ def save_probability_png(path: Path, prob_u8: np.ndarray) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    """Run the generation; return the number of (video, reference frame) passes written."""
+    """Run the generation (this process's share of the videos under torchrun, see :mod:`util.batch`);
+    return the exit code (1 when a video failed)."""
     from dataset.bl_test_dataset import BLTestDataset
     from dataset.davis_test_dataset import DAVISTestDataset
-    from inference_core.fusion_generator import FusionGenerator
-    from model.factory import load_propagation
+    from util.batch import init_batch, shutdown_batch
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.dataset == "DAVIS":
         dataset = DAVISTestDataset(Path(args.davis_root).expanduser() / "trainval", imset="2017/train.txt")
     else:
         dataset = BLTestDataset(args.bl_root, start=args.start, end=args.end)
+    ctx = init_batch(args.device)
+    try:
+        return _generate_videos(args, ctx, dataset)
+    finally:
+        shutdown_batch(ctx)
+
+
+def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
+    from inference_core.fusion_generator import FusionGenerator
+    from model.factory import load_propagation
+    from util.batch import WorkItem, dataset_loader, file_identity, report_failures, run_batch, summary_line
+
+    device = ctx.device
     prop_net = load_propagation(args.model, device)
     out_root = Path(args.output)
     out_root.mkdir(parents=True, exist_ok=True)
+    settings = {"job": "generate_fusion", "model": file_identity(args.model), "dataset": args.dataset,
+                "root": str(Path(args.davis_root if args.dataset == "DAVIS" else args.bl_root).expanduser().resolve()),
+                "separation": args.separation, "mem_freq": args.mem_freq,
+                "range": args.range if args.dataset == "BL" else None}
+    items = [WorkItem(name, dataset.num_frames[name], index) for index, name in enumerate(dataset.videos)]
 
-    total_refs = sum(len(range(0, dataset.num_frames[v], args.separation)) for v in dataset.videos)
-    bar = progressbar.ProgressBar(max_value=max(total_refs, 1), redirect_stdout=True, widgets=[
-        progressbar.Percentage(), " ", progressbar.SimpleProgress(format="%(value)d/%(max_value)d refs"), " ",
-        progressbar.Bar(), " ", progressbar.AdaptiveETA()])
-    done = passes = 0
-    with torch.no_grad():
-        for index in range(len(dataset)):
-            data = dataset[index]
-            name = data["info"]["name"]
-            labels = [int(x) for x in data["info"]["labels"]]
-            gt = data["gt"].to(device)                      # K×T×1×H×W
-            total_t = data["rgb"].shape[0]
+    def process(item: WorkItem, data: dict) -> dict:
+        name = data["info"]["name"]
+        labels = [int(x) for x in data["info"]["labels"]]
+        gt = data["gt"].to(device)                      # K×T×1×H×W
+        total_t = data["rgb"].shape[0]
+        passes = 0
+        with torch.no_grad():
             generator = FusionGenerator(prop_net, data["rgb"].to(device), args.mem_freq)
             for ref in range(0, total_t, args.separation):
                 visible = [k for k in range(gt.shape[0]) if int((gt[k, ref] > 0.5).sum()) > MIN_OBJECT_PIXELS]
                 visible = visible[:MAX_OBJECTS]
-                if visible:
-                    if args.dataset == "DAVIS":
-                        left, right = 0, total_t - 1
-                    else:
-                        left, right = max(0, ref - args.range), min(total_t - 1, ref + args.range)
-                    ref_dir = out_root / name / f"{ref:05d}"
-                    for f, prob in generator.propagate(gt[visible, ref], ref, left, right):
-                        # truncation (not rounding), as the original's astype(uint8)
-                        prob_u8 = (prob[1:] * 255).cpu().numpy().astype(np.uint8)
-                        for j, k in enumerate(visible):
-                            save_probability_png(ref_dir / f"{labels[k]:05d}" / f"{f:05d}.png", prob_u8[j])
-                    passes += 1
-                done += 1
-                bar.update(done)
-            print(name)
-    bar.finish()
-    return passes
+                if not visible:
+                    continue
+                if args.dataset == "DAVIS":
+                    left, right = 0, total_t - 1
+                else:
+                    left, right = max(0, ref - args.range), min(total_t - 1, ref + args.range)
+                ref_dir = out_root / name / f"{ref:05d}"
+                for f, prob in generator.propagate(gt[visible, ref], ref, left, right):
+                    # truncation (not rounding), as the original's astype(uint8)
+                    prob_u8 = (prob[1:] * 255).cpu().numpy().astype(np.uint8)
+                    for j, k in enumerate(visible):
+                        save_probability_png(ref_dir / f"{labels[k]:05d}" / f"{f:05d}.png", prob_u8[j])
+                passes += 1
+        return {"passes": passes, "references": len(range(0, total_t, args.separation))}
+
+    start = time.time()
+    outcome = run_batch(ctx, items, process, out_root, settings, load=dataset_loader(dataset))
+    if ctx.is_main:
+        passes = sum(r["passes"] for r in outcome.results.values())
+        print(f"{passes} reference passes written to {out_root}")
+        report_failures(outcome)
+        print(summary_line(outcome, elapsed_s=time.time() - start), file=sys.stderr)
+    return outcome.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,11 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(args, parser)
     try:
-        generate(args)
-    except (CheckpointError, DatasetError) as e:
+        return generate(args)
+    except (CheckpointError, DatasetError, ValueError) as e:
         print(f"generate_fusion.py: error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":
