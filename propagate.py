@@ -2,6 +2,7 @@
 
     python propagate.py --video clip.mp4 --mask first.png --output masks/ [--overlay overlay.mp4]
     python propagate.py --images frames/ --mask frames_mask/00000.png --output masks/
+    python propagate.py --batch videos/ --output masks/        # many videos; also under torchrun
 
 * ``--mask``: the mask of the first frame at the video's own size, a palette PNG or a greyscale label
   map. Any non-zero ids (e.g. 3 and 7) are objects; they are propagated as objects 1..K and written back
@@ -11,6 +12,11 @@
   (as the original's DAVIS 2017 evaluation). Frame 0 is the given mask itself.
 * Output: ``<output>/<name>.png`` palette PNGs (DAVIS palette), ``<name>`` = the frame file's stem for an
   image folder, ``%05d`` for a video; ``--overlay FILE.mp4``: the frames with the masks blended in.
+* ``--batch FOLDER``: every frame folder and video file ``NAME`` in FOLDER with its first-frame mask
+  ``FOLDER/NAME.png``; ``--batch LIST.txt``: lines ``SOURCE MASK``. Masks go to ``<output>/<NAME>/``, a
+  summary to ``<output>/batch_report.json``; finished videos are recorded in ``<output>/.done/`` and
+  skipped when the same command is run again; a video that fails is reported there and the others go on
+  (exit code 1). Under ``torchrun`` the videos are shared among the processes (see the README).
 * Propagation = the semi-supervised evaluation's (no fusion): memory = first frame + every ``--mem_freq``
   frames + the previous frame, top-k read.
 
@@ -23,8 +29,10 @@ at 480p) and the core's 1-byte-per-pixel label buffer; raise ``--mem_freq`` for 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -110,8 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="a video file readable by OpenCV (.mp4, .avi, ...)")
     src.add_argument("--images", help="a folder of frames (sorted .jpg, or .png when there is no .jpg)")
-    p.add_argument("--mask", required=True, help="first-frame mask at the video's size (palette PNG or label map)")
-    p.add_argument("--output", required=True, help="folder for the per-frame palette PNGs")
+    src.add_argument("--batch", help="many videos: a folder (each video file or frame folder NAME with its mask "
+                                     "NAME.png beside it) or a list file (lines: SOURCE MASK); runs under torchrun")
+    p.add_argument("--mask", help="first-frame mask at the video's size (palette PNG or label map); "
+                                  "not with --batch")
+    p.add_argument("--output", required=True, help="folder for the per-frame palette PNGs "
+                                                   "(--batch: OUTPUT/NAME/ per video)")
     p.add_argument("--overlay", default=None, help="also write an overlay video (.mp4) here")
     p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
     p.add_argument("--resolution", type=int, default=480, help="processing size, shorter side (-1: original size)")
@@ -136,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
         raise PropagateError(f"--resolution {args.resolution}: give the shorter side in pixels (e.g. 480) or -1")
     if args.overlay and Path(args.overlay).suffix.lower() != ".mp4":
         raise PropagateError(f"--overlay {args.overlay}: the overlay is written as .mp4; give a .mp4 file name")
+    if args.batch:
+        if args.mask or args.overlay:
+            raise PropagateError(f"--{'mask' if args.mask else 'overlay'}: not with --batch (each video's mask is "
+                                 "NAME.png beside it, or the second column of the list); drop it")
+        return run_batch_videos(args)
+    if not args.mask:
+        raise PropagateError("--mask: missing; pass the first frame's mask (palette PNG or label map)")
     source = open_frames(args.images, args.video, args.resolution, cache_frames=4)
     mask0, ids = read_first_mask(args.mask, source.original_size)
     num_frames = len(source)
@@ -207,6 +226,125 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
             core.release_frame(t)
             core.release_frame(0)   # the first frame's probabilities are in its memory already
     return {"frames": len(source), "peak_prob_bytes": peak_prob, "peak_feature_bytes": peak_feat}
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass(frozen=True)
+class BatchVideo:
+    """One video of ``--batch``: its output ``name``, a frame folder or a video file, its first-frame mask."""
+    name: str
+    source: Path
+    is_folder: bool
+    mask: Path
+
+
+def list_batch(spec: str | Path) -> list[BatchVideo]:
+    """The videos of ``--batch``.
+
+    * a folder: every sub-folder (frames) and every video file (``.mp4``, ``.avi``, …) ``NAME`` in it,
+      sorted, with its mask ``NAME.png`` in the same folder (a missing mask fails that video only);
+    * a text file: one video per line, ``SOURCE MASK`` (tab-separated when a path has spaces, else
+      whitespace), paths relative to the list's folder; ``#`` starts a comment. ``NAME`` is the frame
+      folder's name or the video file's stem and must be unique."""
+    spec = Path(spec).expanduser()
+    videos: list[BatchVideo] = []
+    if spec.is_dir():
+        for entry in sorted(spec.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                videos.append(BatchVideo(entry.name, entry, True, spec / f"{entry.name}.png"))
+            elif entry.suffix.lower() in VIDEO_SUFFIXES:
+                videos.append(BatchVideo(entry.stem, entry, False, spec / f"{entry.stem}.png"))
+        if not videos:
+            raise PropagateError(f"--batch {spec}: no frame folder or video file ({', '.join(VIDEO_SUFFIXES[:3])}, …) "
+                                 "in it; put each video with its first-frame mask NAME.png there")
+    elif spec.is_file():
+        try:
+            lines = spec.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PropagateError(f"--batch {spec}: cannot be read as a text list ({type(e).__name__})") from None
+        for number, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            fields = text.split("\t") if "\t" in text else text.split()
+            fields = [f.strip() for f in fields if f.strip()]
+            if len(fields) != 2:
+                raise PropagateError(f"--batch {spec}: line {number} has {len(fields)} field(s); write SOURCE MASK "
+                                     "(tab-separated when a path has spaces)")
+            source, mask = (spec.parent / Path(f).expanduser() for f in fields)
+            is_folder = source.is_dir()
+            videos.append(BatchVideo(source.name if is_folder else source.stem, source, is_folder, mask))
+        if not videos:
+            raise PropagateError(f"--batch {spec}: the list is empty; write one line SOURCE MASK per video")
+    else:
+        raise PropagateError(f"--batch {spec}: not found; give a folder of videos or a list file")
+    seen: dict[str, BatchVideo] = {}
+    for v in videos:
+        if v.name in seen:
+            raise PropagateError(f"--batch {spec}: two videos are named {v.name!r} ({seen[v.name].source} and "
+                                 f"{v.source}); their outputs would collide, rename one")
+        seen[v.name] = v
+    return videos
+
+
+def _count_frames(video: BatchVideo, resolution: int) -> int:
+    """Frames of a batch video for balancing the ranks (0 when it cannot be opened: it fails later)."""
+    from util.video_io import open_frames
+    try:
+        return len(open_frames(str(video.source) if video.is_folder else None,
+                               None if video.is_folder else str(video.source), resolution, cache_frames=1))
+    except (OSError, ValueError):
+        return 0
+
+
+def run_batch_videos(args: argparse.Namespace) -> int:
+    """``--batch``: every video to ``<output>/<name>/``, sharded over the torchrun processes and resumable
+    (see :mod:`util.batch`); rank 0 writes ``<output>/batch_report.json``."""
+    from model.factory import load_propagation
+    from util.batch import (WorkItem, file_identity, init_batch, report_failures, run_batch, shutdown_batch,
+                            summary_line)
+    from util.fileio import atomic_write_text
+    from util.video_io import open_frames
+
+    videos = list_batch(args.batch)
+    out_root = Path(args.output)
+    out_root.mkdir(parents=True, exist_ok=True)
+    ctx = init_batch(args.device)
+    try:
+        device = ctx.device
+        top_k = None if args.no_top else args.top_k
+        net = load_propagation(args.model, device, top_k=top_k)
+        settings = {"job": "propagate", "model": file_identity(args.model), "resolution": args.resolution,
+                    "top_k": top_k, "mem_freq": args.mem_freq, "precision": args.precision}
+        items = [WorkItem(v.name, _count_frames(v, args.resolution), v) for v in videos]
+
+        def process(item: WorkItem, data: None) -> dict:
+            v: BatchVideo = item.payload
+            source = open_frames(str(v.source) if v.is_folder else None, None if v.is_folder else str(v.source),
+                                 args.resolution, cache_frames=4)
+            mask0, ids = read_first_mask(v.mask, source.original_size)
+            stats = propagate_to_files(net, source, mask0, ids, out_root / v.name, frame_names(source),
+                                       args.mem_freq, device, precision=args.precision)
+            return {"frames": stats["frames"], "objects": ids, "size": list(source.original_size),
+                    "processed_at": list(source.size)}
+
+        start = time.time()
+        outcome = run_batch(ctx, items, process, out_root, settings, progress=not args.quiet)
+        if ctx.is_main:
+            report = {"videos": {n: ({"status": "ok", **r["result"]} if r["status"] == "ok"
+                                     else {"status": "failed", "error": r.get("error")})
+                                 for n, r in outcome.records.items()},
+                      "ok": len(outcome.results), "failed": len(outcome.failed)}
+            atomic_write_text(out_root / "batch_report.json", json.dumps(report, indent=1) + "\n")
+            report_failures(outcome)
+            print(summary_line(outcome, elapsed_s=time.time() - start), file=sys.stderr)
+        return outcome.exit_code
+    finally:
+        shutdown_batch(ctx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -255,7 +255,7 @@ class Progress:
     def finish_item(self, item: WorkItem, ok: bool, error: str | None = None) -> None:
         self.done += 1
         self.failed += 0 if ok else 1
-        self.frames_run += max(int(item.frames), 0)
+        self.frames_run += max(int(item.frames), 0) if ok else 0
         self.frames_left -= max(int(item.frames), 0)
         elapsed = time.monotonic() - self.start
         fps = self.frames_run / elapsed if elapsed > 0 else float("nan")
