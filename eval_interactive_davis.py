@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -229,20 +230,10 @@ class InteractionRecord:
 
 @dataclass
 class RunResult:
-    summary: dict
-    report: Any  # pandas DataFrame
+    summary: dict | None  # None on a torchrun rank other than 0 (rank 0 writes the report)
+    report: Any  # pandas DataFrame (None where summary is None)
     records: list[InteractionRecord] = field(default_factory=list)
-
-
-def resolve_device(name: str):
-    """``auto`` / ``cpu`` / ``cuda`` → ``torch.device``."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalSetupError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
+    exit_code: int = 0  # 1 when a sequence failed
 
 
 def load_models(args: argparse.Namespace, device) -> Models:
@@ -290,7 +281,14 @@ def _sample_score(report, seq: str, scribble_idx: int) -> tuple[int, float]:
 
 
 def evaluate(args: argparse.Namespace) -> RunResult:
-    """Run the whole protocol; raises :class:`EvalSetupError` / ``CheckpointError`` / ``DavisDataMissingError``."""
+    """Run the whole protocol; raises :class:`EvalSetupError` / ``CheckpointError`` / ``DavisDataMissingError``.
+
+    The sequences are the units of :mod:`util.batch`: each runs in its own package session (the robot is
+    deterministic, so a sequence's report rows do not depend on which others run), its report rows are
+    kept in ``<output>/.parts/<seq>.csv`` and its record in ``<output>/.done``; under torchrun the
+    sequences are shared among the processes, and rank 0 summarises the rows of all sequences with the
+    package's own ``summarize_report``, so one process and many give the same AUC and J&F@60s for the
+    same rows. A rank other than 0 returns a result without summary."""
     if args.max_interactions < 1:
         raise EvalSetupError(f"--max_interactions {args.max_interactions}: must be at least 1")
     if args.max_interactions > 16:
@@ -299,7 +297,6 @@ def evaluate(args: argparse.Namespace) -> RunResult:
         raise EvalSetupError(f"--max_time {args.max_time}: must be a positive number of seconds")
     root = resolve_davis_root(args.davis)
     names = list_sequences(root, args.subset, args.sequences)
-    device = resolve_device(args.device)
     if not args.oracle:
         for seq in names:
             frame_paths(root, seq)  # fail now, not after an hour, when a sequence's frames are missing
@@ -308,91 +305,160 @@ def evaluate(args: argparse.Namespace) -> RunResult:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EvalSetupError(f"--output {out}: cannot create the folder ({e.strerror})") from None
-    models = None if args.oracle else load_models(args, device)
+    from util.batch import init_batch, shutdown_batch
+    try:
+        ctx = init_batch(args.device)
+    except ValueError as e:
+        raise EvalSetupError(f"--device {args.device}: {e}") from None
+    try:
+        return _evaluate_sequences(args, ctx, root, names, out)
+    finally:
+        shutdown_batch(ctx)
 
+
+def _run_sequence(args: argparse.Namespace, root: Path, seq: str, meta: dict, models: Models | None, device,
+                  parts: Path) -> tuple[Any, list[InteractionRecord]]:
+    """Every sample of ``seq`` in one package session: (its typed report rows, its interaction records)."""
     import torch
-
-    import util.davis_compat as davis_compat  # noqa: I001  (before davisinteractive)
     from davisinteractive.session import DavisInteractiveSession
 
     from inference_core.davis_processor import DAVISProcessor
 
+    out = Path(args.output)
+    register_sequences(root, args.subset, [seq])
     records: list[InteractionRecord] = []
+    # the package's max_time is per object for the whole sample; ours is per object and interaction
+    session_max_time = args.max_interactions * args.max_time
+    with torch.inference_mode(), DavisInteractiveSession(
+            host="localhost", user_key="fastermivos", davis_root=str(root), subset=args.subset,
+            max_nb_interactions=args.max_interactions, max_time=session_max_time,
+            metric_to_optimize=METRIC, report_save_dir=str(parts / "package" / seq)) as sess:
+        samples = [(str(s), int(i)) for s, i in sess.samples]
+        progress = _Progress(samples, args.max_interactions, enabled=not args.no_progress)
+        n = int(meta["num_frames"])
+        # frames are read before the first get_scribbles, outside the timed window
+        frames = load_ground_truth(root, seq, n) if args.oracle else load_frames(root, seq, n)
+        sample_idx, processor, last_masks = -1, None, None
+
+        def finish_sample() -> None:
+            seq_, scribble_idx = samples[sample_idx]
+            if args.save_mask and last_masks is not None:
+                save_sample_masks(out, scribble_idx, seq_, last_masks)
+            done, score = _sample_score(sess.get_report(), seq_, scribble_idx)
+            print(f"{seq_} scribble {scribble_idx} ({sample_idx + 1}/{len(samples)}): {done} interactions, "
+                  f"J&F {score:.4f}")
+
+        while sess.next():
+            if sess.sample_idx != sample_idx:
+                if sample_idx >= 0:
+                    finish_sample()
+                sample_idx, last_masks = sess.sample_idx, None
+                progress.update(sample_idx, 0)
+            sequence, scribbles, new_sample = sess.get_scribbles(only_last=True)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            if args.oracle:
+                masks, next_frames, frame, propagated = frames.copy(), None, -1, True
+            else:
+                if new_sample:
+                    processor = None  # release the previous sample's state first
+                    processor = DAVISProcessor(models.prop, models.fusion, models.s2m, frames,
+                                               int(meta["num_objects"]), device=device)
+                propagated = processor.propagates(processor.interaction_count)
+                masks, next_frames, frame = processor.interact(scribbles)
+            model_time, model_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            sess.submit_masks(masks, next_frames)
+            last_masks = masks
+            records.append(InteractionRecord(sequence, samples[sample_idx][1], sess.interaction_nb, int(frame),
+                                             bool(propagated), model_time, model_cpu))
+            progress.update(sample_idx, sess.interaction_nb)
+        if sample_idx >= 0:
+            finish_sample()  # the original never saved the last sample
+        progress.finish()
+        report = typed_report(sess.get_report())
+    return report, records
+
+
+def read_part(path: Path):
+    """A sequence's report rows as written by :func:`_evaluate_sequences` (pandas reads the floats back exactly)."""
+    import pandas as pd
+    return typed_report(pd.read_csv(path, dtype={"sequence": str}))
+
+
+def summarize_rows(root: Path, subset: str, names: Sequence[str], report, max_interactions: int,
+                   max_time: float) -> dict:
+    """The package's global summary (AUC, J&F@60s, curve) of the report rows of ``names``, computed by
+    its ``EvaluationService.summarize_report`` as its session does at the end of a run.
+
+    Changes process-global ``Davis`` state: call inside ``davis_compat.preserved_davis_state()``."""
+    from davisinteractive.evaluation import EvaluationService
+
+    register_sequences(root, subset, names)
+    service = EvaluationService(subset, davis_root=str(root), max_t=max_interactions * max_time,
+                                max_i=max_interactions, metric_to_optimize=METRIC)
+    return service.summarize_report(report)
+
+
+def _evaluate_sequences(args: argparse.Namespace, ctx, root: Path, names: list[str], out: Path) -> RunResult:
+    import pandas as pd
+    import torch
+
+    import util.davis_compat as davis_compat  # noqa: I001  (before davisinteractive)
+    from util.batch import WorkItem, file_identity, report_failures, run_batch, summary_line
+
+    device = ctx.device
+    models = None if args.oracle else load_models(args, device)
+    parts = out / ".parts"
+    settings = {"job": "eval_interactive_davis", "root": str(root.resolve()), "subset": args.subset,
+                "max_interactions": args.max_interactions, "max_time": args.max_time, "oracle": args.oracle,
+                "save_mask": args.save_mask,
+                "models": None if args.oracle else [file_identity(p) for p in
+                                                    (args.prop_model, args.fusion_model, args.s2m_model)]}
+    start = time.time()
     with davis_compat.preserved_davis_state():
         meta = register_sequences(root, args.subset, names)
-        # the package's max_time is per object for the whole sample; ours is per object and interaction
-        session_max_time = args.max_interactions * args.max_time
-        with torch.inference_mode(), DavisInteractiveSession(
-                host="localhost", user_key="fastermivos", davis_root=str(root), subset=args.subset,
-                max_nb_interactions=args.max_interactions, max_time=session_max_time,
-                metric_to_optimize=METRIC, report_save_dir=str(out)) as sess:
-            samples = [(str(s), int(i)) for s, i in sess.samples]
-            progress = _Progress(samples, args.max_interactions, enabled=not args.no_progress)
-            print(f"{len(samples)} samples of {len(names)} sequences from {root}; "
-                  f"{'oracle (ground truth)' if args.oracle else 'model on ' + str(device)}")
-            frames_seq, frames = None, None  # the uint8 frames (or ground truth) of one sequence, reused
-            sample_idx, processor, last_masks = -1, None, None
+        items = [WorkItem(seq, int(meta[seq]["num_frames"]) * int(meta[seq]["num_scribbles"])) for seq in names]
+        print(f"{len(names)} sequences from {root} on {ctx.world_size} process(es); "
+              f"{'oracle (ground truth)' if args.oracle else 'model on ' + str(device)}")
 
-            def finish_sample() -> None:
-                seq, scribble_idx = samples[sample_idx]
-                if args.save_mask and last_masks is not None:
-                    save_sample_masks(out, scribble_idx, seq, last_masks)
-                done, score = _sample_score(sess.get_report(), seq, scribble_idx)
-                print(f"[{sample_idx + 1}/{len(samples)}] {seq} scribble {scribble_idx}: {done} interactions, "
-                      f"J&F {score:.4f}")
+        def process(item: WorkItem, data: None) -> dict:
+            report, records = _run_sequence(args, root, item.name, meta[item.name], models, device, parts)
+            atomic_write_text(parts / f"{urllib.parse.quote(item.name, safe='')}.csv", report.to_csv(index=False))
+            return {"interactions": [vars(r) for r in records]}
 
-            while sess.next():
-                if sess.sample_idx != sample_idx:
-                    # a new sample: finish the previous one and read frames outside the timed window
-                    if sample_idx >= 0:
-                        finish_sample()
-                    sample_idx, last_masks = sess.sample_idx, None
-                    seq = samples[sample_idx][0]
-                    if seq != frames_seq:
-                        frames_seq, frames = None, None
-                        n = int(meta[seq]["num_frames"])
-                        frames = load_ground_truth(root, seq, n) if args.oracle else load_frames(root, seq, n)
-                        frames_seq = seq
-                    progress.update(sample_idx, 0)
-                sequence, scribbles, new_sample = sess.get_scribbles(only_last=True)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                if args.oracle:
-                    masks, next_frames, frame, propagated = frames.copy(), None, -1, True
-                else:
-                    if new_sample:
-                        processor = None  # release the previous sample's state first
-                        processor = DAVISProcessor(models.prop, models.fusion, models.s2m, frames,
-                                                   int(meta[sequence]["num_objects"]), device=device)
-                    propagated = processor.propagates(processor.interaction_count)
-                    masks, next_frames, frame = processor.interact(scribbles)
-                model_time, model_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-                sess.submit_masks(masks, next_frames)
-                last_masks = masks
-                records.append(InteractionRecord(sequence, samples[sample_idx][1], sess.interaction_nb, int(frame),
-                                                 bool(propagated), model_time, model_cpu))
-                progress.update(sample_idx, sess.interaction_nb)
-            if sample_idx >= 0:
-                finish_sample()  # the original never saved the last sample
-            progress.finish()
-            report = typed_report(sess.get_report())
-            summary = sess.get_global_summary(save_file=str(out / "summary.json"))
-            report_name = f"{sess.report_name}.csv"
-
+        outcome = run_batch(ctx, items, process, out, settings, unit="sequences")
+        if not ctx.is_main:
+            return RunResult(summary=None, report=None, records=[], exit_code=outcome.exit_code)
+        done = [seq for seq in names if seq in outcome.results]
+        if not done:
+            report_failures(outcome)
+            raise EvalSetupError(f"every sequence failed, e.g. {names[0]}: {outcome.failed[names[0]]}")
+        report = pd.concat([read_part(parts / f"{urllib.parse.quote(seq, safe='')}.csv") for seq in done],
+                           ignore_index=True)
+        summary = summarize_rows(root, args.subset, done, report, args.max_interactions, args.max_time)
+    records = [InteractionRecord(**r) for seq in done for r in outcome.results[seq]["interactions"]]
+    summary = json.loads(json.dumps(summary, default=float))
+    atomic_write_text(out / "summary.json", json.dumps(summary))
+    report_name = f"result_{time.strftime('%Y%m%d_%H%M%S')}.csv"
     atomic_write_text(out / "report.csv", report.to_csv(index=False))
+    atomic_write_text(out / report_name, report.to_csv(index=False))
     write_plot(summary, out / "jf_vs_time.png",
                title="oracle" if args.oracle else "DAVIS interactive")
     info = {
         "settings": {k: v for k, v in vars(args).items()},
         "davis_root": str(root), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "processes": ctx.world_size,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "session_max_time_per_object_s": args.max_interactions * args.max_time,
-        "sequences": {seq: meta[seq] for seq in names}, "package_report": report_name,
+        "sequences": {seq: meta[seq] for seq in done}, "package_report": report_name,
+        "failed": outcome.failed,
         "auc": summary.get("auc"), "jf_at_60s": summary.get("metric_at_threshold", {}).get(METRIC),
         "model_time": _time_stats(records),
         "interactions": [vars(r) for r in records],
     }
     atomic_write_text(out / "run_info.json", json.dumps(info, indent=1, default=str))
-    return RunResult(summary=summary, report=report, records=records)
+    report_failures(outcome)
+    print(summary_line(outcome, unit="sequences", elapsed_s=time.time() - start), file=sys.stderr)
+    return RunResult(summary=summary, report=report, records=records, exit_code=outcome.exit_code)
 
 
 def _time_stats(records: list[InteractionRecord]) -> dict[str, Any]:
@@ -458,12 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = result.summary
+    if summary is None:
+        return result.exit_code
     at_60 = summary["metric_at_threshold"][METRIC]
     stats = _time_stats(result.records)["all"]
     mean_time = f"{stats['mean_s']:.3f} s" if stats else "n/a"
     print(f"AUC-J&F {summary['auc']:.4f}  J&F@{TIME_THRESHOLD}s {at_60:.4f}  "
           f"(mean model time per interaction {mean_time}); outputs in {args.output}")
-    return 0 if not math.isnan(float(summary["auc"])) else 1
+    return result.exit_code if not math.isnan(float(summary["auc"])) else 1
 
 
 if __name__ == "__main__":
