@@ -99,12 +99,34 @@ def batch_device(spec: str | None, local_rank: int) -> torch.device:
     return device
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun, ask Linux to kill this worker when its launcher dies.
+
+    torchrun starts each worker in a session of its own, so a launcher killed with SIGKILL (a preempted
+    job, ``kill -9``) would leave its workers running on; a restarted job would then compete with them
+    for the same videos."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:   # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_batch(device: str | None = None, env: Mapping[str, str] | None = None) -> BatchContext:
     """Rank, device and (for more than one process) the process group: NCCL on CUDA, gloo on the CPU.
 
     ``device``: the user's ``--device`` (``None``/``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
     rank, world, local = batch_environment(env)
     dev = batch_device(device, local)
+    if env is None and "TORCHELASTIC_RUN_ID" in os.environ:
+        _die_with_launcher()
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     group = False
