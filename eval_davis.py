@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from util.fileio import atomic_write_text
+from util.fileio import atomic_write_text, remove_partial_writes
 from util.metrics import SequenceScores, evaluate_sequence
 from util.palette import load_mask_png, save_mask_png
 
@@ -263,6 +263,7 @@ def _run_videos(args: argparse.Namespace, ctx, dataset, eval_set: EvalSet, out_d
         del core
 
         video_dir = out_dir / name
+        remove_partial_writes(video_dir)   # left by a run killed while it wrote this video
         for t, mask in enumerate(masks):
             if eval_set.single_object:
                 save_mask_png_grey(video_dir / f"{t:05d}.png", mask)

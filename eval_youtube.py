@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from eval_davis import DEFAULT_MODEL, KM_SIGMA, EvalError, load_network
+from util.fileio import remove_partial_writes
 from util.palette import DAVIS_PALETTE_BYTES, save_mask_png
 
 PALETTE_SOURCE = "Annotations/0a49f5265b/00000.png"
@@ -131,6 +132,7 @@ def _run_videos(args: argparse.Namespace, ctx, dataset, palette: bytes, out_dir:
             torch.cuda.synchronize(device)
         elapsed = time.time() - start
         video_dir = out_dir / data["info"]["name"]
+        remove_partial_writes(video_dir)   # left by a run killed while it wrote this video
         for t in range(first, masks.shape[0]):
             save_mask_png(video_dir / (Path(data["info"]["frames"][t]).stem + ".png"), masks[t], palette)
         return {"frames": int(masks.shape[0] - first), "time_s": elapsed}

@@ -39,7 +39,7 @@ import torch
 
 from dataset.layout import DatasetError
 from util.checkpoint import CheckpointError
-from util.fileio import atomic_path
+from util.fileio import atomic_path, remove_partial_writes
 
 MIN_OBJECT_PIXELS = 10 * 10
 MAX_OBJECTS = 5  # per reference frame, to bound memory (as the original)
@@ -120,6 +120,7 @@ def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
         gt = data["gt"].to(device)                      # K×T×1×H×W
         total_t = data["rgb"].shape[0]
         passes = 0
+        remove_partial_writes(out_root / name)   # left by a run killed while it wrote this video
         with torch.no_grad():
             generator = FusionGenerator(prop_net, data["rgb"].to(device), args.mem_freq)
             for ref in range(0, total_t, args.separation):

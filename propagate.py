@@ -307,7 +307,7 @@ def run_batch_videos(args: argparse.Namespace) -> int:
     from model.factory import load_propagation
     from util.batch import (WorkItem, file_identity, init_batch, report_failures, run_batch, shutdown_batch,
                             summary_line)
-    from util.fileio import atomic_write_text
+    from util.fileio import atomic_write_text, remove_partial_writes
     from util.video_io import open_frames
 
     videos = list_batch(args.batch)
@@ -327,6 +327,7 @@ def run_batch_videos(args: argparse.Namespace) -> int:
             source = open_frames(str(v.source) if v.is_folder else None, None if v.is_folder else str(v.source),
                                  args.resolution, cache_frames=4)
             mask0, ids = read_first_mask(v.mask, source.original_size)
+            remove_partial_writes(out_root / v.name)   # left by a run killed while it wrote this video
             stats = propagate_to_files(net, source, mask0, ids, out_root / v.name, frame_names(source),
                                        args.mem_freq, device, precision=args.precision)
             return {"frames": stats["frames"], "objects": ids, "size": list(source.original_size),

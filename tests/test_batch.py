@@ -200,3 +200,15 @@ def test_loaded_data_arrives_as_tensors_and_a_load_failure_is_recorded(tmp_path,
     out = run_batch(ctx(), ITEMS[:4], process, tmp_path, {}, load=_load, num_workers=workers, progress=False)
     assert sorted(got) == ["a", "b", "d"] and isinstance(got["a"], torch.Tensor) and int(got["b"][0, 0]) == 90
     assert out.failed == {"c": "OSError: c.mp4: no such file"}
+
+
+def test_partial_writes_of_a_killed_run_are_removed(tmp_path):
+    from util.fileio import atomic_path, remove_partial_writes
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "v" / "00000.png") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError   # a clean failure removes its temporary file itself
+    (tmp_path / "v" / ".00001.png.abc123.tmp.png").write_bytes(b"half")   # what SIGKILL leaves
+    (tmp_path / "v" / "00002.png").write_bytes(b"done")
+    assert remove_partial_writes(tmp_path / "v") == 1
+    assert [p.name for p in (tmp_path / "v").iterdir()] == ["00002.png"]

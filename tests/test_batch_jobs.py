@@ -77,6 +77,11 @@ def single_davis(data) -> Path:
     return out
 
 
+def _records(out: Path) -> list[str]:
+    """The videos with a finished record (not the hidden temporary files of a record being written)."""
+    return sorted(p.stem for p in (out / ".done").glob("[!.]*.json"))
+
+
 def _processes_mentioning(text: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -99,7 +104,7 @@ def test_eval_davis_two_processes_killed_and_resumed_equal_one_process(data, sin
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not list((out / ".done").glob("*.json")):
+        while not _records(out):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -113,7 +118,7 @@ def test_eval_davis_two_processes_killed_and_resumed_equal_one_process(data, sin
         assert time.monotonic() < deadline, "workers outlived their killed launcher"
         time.sleep(0.1)
 
-    finished = sorted(p.stem for p in (out / ".done").glob("*.json"))
+    finished = _records(out)
     assert 1 <= len(finished) < 3, "the kill should land between the first and the last video"
     stamps = {str(p): p.stat().st_mtime_ns for name in finished
               for p in [out / ".done" / f"{name}.json", *(out / name).glob("*.png")]}
@@ -128,7 +133,7 @@ def test_eval_davis_two_processes_killed_and_resumed_equal_one_process(data, sin
     assert "[rank 1/2]" in res.stderr and "[rank 0/2]" in res.stderr
     assert "3 videos (10 frames) on 2 process(es): 3 ok, 0 failed" in res.stderr
     # the shards: both processes computed videos (over the two runs)
-    assert {json.loads(p.read_text())["rank"] for p in (out / ".done").glob("*.json")} == {0, 1}
+    assert {json.loads((out / ".done" / f"{n}.json").read_text())["rank"] for n in _records(out)} == {0, 1}
 
 
 # ------------------------------------------------------------------------------------------ interactive
@@ -153,7 +158,7 @@ def test_interactive_report_merged_from_two_processes_gives_the_single_process_s
     # every row but the measured time and the package's random session id
     pd.testing.assert_frame_equal(rows1.drop(columns=["timing", "session_id"]),
                                   rows2.drop(columns=["timing", "session_id"]))
-    assert {json.loads(p.read_text())["rank"] for p in (two / ".done").glob("*.json")} == {0, 1}
+    assert {json.loads(p.read_text())["rank"] for p in (two / ".done").glob("[!.]*.json")} == {0, 1}
 
     # timing aside: the merged rows with the single run's timing give the single run's summary exactly
     rows2["timing"] = rows1["timing"]

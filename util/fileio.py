@@ -35,3 +35,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_path` left under ``folder`` (recursively) when its
+    process was killed mid-write (``.<name>.<random>.tmp<suffix>``); returns how many. Call it only on a
+    folder no other process is writing into (e.g. before redoing one video's outputs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.rglob(".*.tmp*"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
