@@ -23,8 +23,10 @@ The output folder must be one that every rank sees (a shared filesystem on sever
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -167,17 +169,17 @@ def shard(items: Sequence[WorkItem], world_size: int) -> list[list[WorkItem]]:
     frame counts, so every rank computes the same split. Each rank's list is in that processing order."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    names = [it.name for it in items]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})[0]
+    counts = collections.Counter(it.name for it in items)
+    if len(counts) != len(items):
+        dup = sorted(n for n, c in counts.items() if c > 1)[0]
         raise BatchError(f"item {dup!r} appears more than once; every video needs a unique name")
-    loads = [0] * world_size
+    heap = [(0, r) for r in range(world_size)]   # (load, rank): the least-loaded rank, lowest on ties
     out: list[list[WorkItem]] = [[] for _ in range(world_size)]
     for it in sorted(items, key=lambda i: (-max(int(i.frames), 0), i.name)):
-        r = min(range(world_size), key=lambda k: (loads[k], k))
+        load, r = heapq.heappop(heap)
         out[r].append(it)
         # an item of 0 frames still costs something (reading it)
-        loads[r] += max(int(it.frames), 1)
+        heapq.heappush(heap, (load + max(int(it.frames), 1), r))
     return out
 
 
