@@ -216,3 +216,48 @@ def test_propagate_batch_list_file_and_its_errors(data, tmp_path, capsys):
         propagate.list_batch(listing)
     assert propagate.main(["--batch", str(listing), "--mask", str(mask), "--output", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("error: --mask: not with --batch")
+
+
+# ------------------------------------------------------------------------------------------ fusion data, YouTube
+@pytest.mark.slow
+def test_generate_fusion_on_two_processes_equals_one_process(data, tmp_path):
+    """The fusion-data generator (top-k read: 128×112 frames) sharded over 2 processes writes the same
+    files as one process with one thread."""
+    import torch
+
+    import generate_fusion
+    from tests.helpers_train import make_davis_set
+
+    davis = make_davis_set(tmp_path / "DAVIS" / "2017", num_frames=3)
+    args = ["--dataset", "DAVIS", "--davis_root", str(davis), "--model", str(data["prop"]), "--separation", "2",
+            "--mem_freq", "1", "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert generate_fusion.main([*args, "--output", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = _run(_torchrun(["generate_fusion.py", *args, "--output", str(tmp_path / "two")]))
+    assert res.returncode == 0, res.stderr[-2000:]
+    one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert len(one) > 0 and one == two
+    assert {json.loads(p.read_text())["rank"] for p in (tmp_path / "two" / ".done").glob("[!.]*.json")} == {0, 1}
+
+
+def test_eval_youtube_run_again_redoes_nothing_and_a_new_setting_redoes_all(data, tmp_path, capfd):
+    import eval_youtube
+    from tests.helpers_semisup import write_youtube_layout
+
+    write_youtube_layout(tmp_path / "yv", num_frames=3, size=SIZE, ids=(2, 5, 9), late_frame=1)
+    out = tmp_path / "out"
+    args = ["--model", str(data["prop"]), "--yv", str(tmp_path / "yv"), "--output", str(out), "--num_workers", "0",
+            "--device", "cpu", "--short_side", str(SIZE[1]), "--no_top"]
+    assert eval_youtube.main(args) == 0
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "vid0").glob("*.png")}
+    assert len(stamps) == 3
+    capfd.readouterr()
+    assert eval_youtube.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "1/1 videos already done (resumed), 0 to do" in capfd.readouterr().err
+    assert eval_youtube.main([*args, "--mem_freq", "2"]) == 0
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in stamps)
