@@ -14,6 +14,10 @@ When the ground truth of every frame is available (val) the J&F is computed with
 objects) and written to ``<output>/global_results-<split>.csv``, ``per-sequence_results-<split>.csv`` and
 ``scores.json``. ``--score_only`` scores an existing output folder without running the network.
 
+Runs as one process or under ``torchrun`` (videos shared among the processes, rank 0 writes the
+summary); finished videos are recorded in ``<output>/.done`` and skipped when the same command runs again
+(:mod:`util.batch`).
+
 Examples::
 
     python eval_davis.py --output results/d17_val                   # ../DAVIS/2017/trainval, 2017/val.txt

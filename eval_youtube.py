@@ -10,6 +10,9 @@ consecutive, and 0 means "no label". Every frame (``all_frames``) is processed a
 * only frames from the first annotated one on are written, ``<output>/<video>/<frame name>.png``, with the
   palette of ``<yv>/<split>/Annotations/0a49f5265b/00000.png`` (DAVIS palette if that file is absent).
 
+Runs as one process or under ``torchrun``; finished videos are recorded in ``<output>/.done`` (leave it
+out of the zip) and skipped when the same command runs again (:mod:`util.batch`).
+
 Submit the zipped output folder to the YouTube-VOS server (no ground truth is public for valid).
 
     python eval_youtube.py --yv ../YouTube --output results/yv_valid

@@ -11,6 +11,10 @@ or over ``[ref − range, ref + range]`` (BL30K), and every frame's probability 
 fusion root, e.g. ``../fusion_data/davis/s5_m5`` (stage 1, ``--fusion_root ../fusion_data/davis``) or
 ``../fusion_data/bl/s20_r40_m5`` (stage 0). Several runs with different parameters may sit side by side.
 
+Runs as one process or under ``torchrun`` (videos shared among the processes by frame count, instead of
+``--start/--end`` slices by hand); finished videos are recorded in ``<output>/.done`` (hidden, so the
+fusion dataset ignores it) and skipped when the same command runs again (:mod:`util.batch`).
+
 Examples::
 
     python generate_fusion.py --dataset DAVIS --davis_root ../DAVIS/2017 --separation 5 --mem_freq 5 \
