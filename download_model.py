@@ -88,6 +88,8 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
     for name in names:
         src = sources[name]
         dest = output / src.filename
+        if dest.exists() and not dest.is_file():
+            raise DownloadError(f"{dest}: is a folder, not a checkpoint file; move it away and run again")
         if dest.is_file():
             try:
                 how = check_checkpoint(name, dest, full_check)
@@ -109,6 +111,9 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
             how = check_checkpoint(name, staged, full_check)
         except CheckpointError as e:
             staged.unlink(missing_ok=True)
+            if src.mirror:
+                raise CheckpointError(f"--mirror {src.mirror}: {src.url} is not a usable {src.filename} ({e}); check "
+                                      f"what the mirror serves, or leave out --mirror to use the official links") from None
             raise CheckpointError(f"{src.url} downloaded but is not a usable {src.filename} ({e}); "
                                   f"the link may serve an error page — fetch it by hand: {MIRRORS_MODELS}") from None
         staged.replace(dest)

@@ -439,7 +439,7 @@ def test_garbage_example_clip_is_refused_then_replaced(server, tmp_path, capsys)
     server.files["/s2m.pth"] = _ckpt_bytes(2)
     assert download_model.main(argv) == 1
     err = _one_error_line(capsys)
-    assert "example.mp4" in err and "not a video" in err and "--mirror" in err
+    assert err.startswith(f"error: --mirror {server.base}: example.mp4 ") and "not a video" in err
     assert not example.exists() and not part_path(example).exists(), "nothing is accepted under the final name"
 
     # a bad clip already under the final name is not "done": moved aside and fetched again

@@ -458,10 +458,11 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, retri
             validate(part)
         except ValueError as e:
             part.unlink(missing_ok=True)
-            hint = (f"check what --mirror {mirror} serves as {final.name}" if mirror else
-                    "the link may serve an error page or another file")
-            raise DownloadError(f"{final.name} downloaded from {url} {e} (deleted); {hint} — fetch it by hand and "
-                                f"save it as {final}: {mirrors}") from None
+            if mirror:
+                raise DownloadError(f"--mirror {mirror}: {final.name} from {url} {e} (deleted); check what the mirror "
+                                    f"serves, or leave out --mirror to use the official links") from None
+            raise DownloadError(f"{final.name} downloaded from {url} {e} (deleted); the link may serve an error page "
+                                f"or another file — fetch it by hand and save it as {final}: {mirrors}") from None
     os.replace(part, dest)
     return dest
 
