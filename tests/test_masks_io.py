@@ -262,3 +262,14 @@ def test_propagate_refuses_an_unreadable_mask_in_one_line(prop_setup, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"error: --mask {noisy}:") and "\n" not in err and "distinct colours" in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_rgb_masks_of_one_sequence_keep_ids_across_frames(tmp_path):
+    first = read_mask(_save(tmp_path / "0.png", _rgb_mask()))
+    later = np.zeros((12, 16, 3), np.uint8)
+    later[0:2, 0:2] = GREEN                     # now appears first
+    later[5:8, 2:6] = RED
+    later[10:12, 0:3] = (255, 255, 255)         # a new colour
+    mf = read_mask(_save(tmp_path / "1.png", later), known_colours=first.colours)
+    assert mf.colours == {1: BLUE, 2: RED, 3: GREEN, 4: (255, 255, 255)}
+    assert mf.labels[0, 0] == 3 and mf.labels[6, 3] == 2 and mf.labels[11, 0] == 4

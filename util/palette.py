@@ -160,7 +160,7 @@ def _ids_array(path: Path, values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint8 if hi <= MAX_PALETTE_ID else np.uint16)
 
 
-def _read_rgb(path: Path, img: Image.Image) -> MaskFile:
+def _read_rgb(path: Path, img: Image.Image, known: dict[int, tuple[int, int, int]] | None) -> MaskFile:
     rgba = np.array(img.convert("RGBA"))
     rgb = rgba[..., :3]
     rgb[rgba[..., 3] == 0] = 0  # transparent = background, whatever colour it stores
@@ -184,14 +184,24 @@ def _read_rgb(path: Path, img: Image.Image) -> MaskFile:
                          f"palette PNG holds ({MAX_PALETTE_ID}); colours blended at edges (anti-aliasing, "
                          "resizing, JPEG) make extra colours — paint each object in one flat colour, or give "
                          "a palette PNG or 16-bit label map")
+    # colours of an earlier file of the same sequence keep their ids; new ones follow in order of appearance
+    mapping: dict[int, tuple[int, int, int]] = dict(known or {})
+    id_of = {c: i for i, c in mapping.items()}
     order = sorted((i for i, c in enumerate(uniq) if c != 0), key=lambda i: first[i])
+    for i in order:
+        colour = _unpack(int(uniq[i]))
+        if colour not in id_of:
+            id_of[colour] = max(mapping, default=0) + 1
+            mapping[id_of[colour]] = colour
+    if max(mapping, default=0) > MAX_PALETTE_ID:
+        raise ValueError(f"{path}: {max(mapping)} distinct colours with the earlier masks, more objects than a "
+                         f"palette PNG holds ({MAX_PALETTE_ID}); paint each object in one flat colour")
     lut = np.zeros(len(uniq), np.uint8)
+    for i in order:
+        lut[i] = id_of[_unpack(int(uniq[i]))]
     palette = DAVIS_PALETTE.copy()
-    mapping: dict[int, tuple[int, int, int]] = {}
-    for obj, i in enumerate(order, start=1):
-        lut[i] = obj
-        mapping[obj] = _unpack(int(uniq[i]))
-        palette[obj] = mapping[obj]
+    for obj, colour in mapping.items():
+        palette[obj] = colour
     return MaskFile(lut[inverse].reshape(packed.shape), "rgb", palette, mapping)
 
 
@@ -199,8 +209,11 @@ def _unpack(c: int) -> tuple[int, int, int]:
     return (c >> 16) & 255, (c >> 8) & 255, c & 255
 
 
-def read_mask(path: str | os.PathLike) -> MaskFile:
+def read_mask(path: str | os.PathLike, known_colours: dict[int, tuple[int, int, int]] | None = None) -> MaskFile:
     """Read a label map without losing ids or objects (see the module notes for each file kind).
+
+    ``known_colours``: for RGB masks of one sequence, the :attr:`MaskFile.colours` of an earlier frame, so
+    the same colour gets the same id in every frame (new colours get the next free ids).
 
     Raises ``ValueError`` (one line naming the file) for what cannot be a label map: a JPEG (lossy:
     edges take colours of no object), float images, negative or > 16-bit values, an RGB mask with
@@ -225,7 +238,7 @@ def read_mask(path: str | os.PathLike) -> MaskFile:
             return MaskFile(_ids_array(path, values), "grey16", DAVIS_PALETTE.copy())
         if mode == "F":
             raise ValueError(f"{path}: a floating-point image is not a label map; save integer ids as a PNG")
-        return _read_rgb(path, img)
+        return _read_rgb(path, img, known_colours)
 
 
 def load_mask_png(path: str | os.PathLike) -> np.ndarray:
