@@ -38,9 +38,12 @@ def plain_open_mode(path: str | os.PathLike) -> int:
     """The permission bits ``open(path, "w")`` would leave ``path`` with: an existing file keeps its
     own, a new one gets ``0o666 & ~umask``."""
     try:
-        return stat.S_IMODE(os.stat(path).st_mode)
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
     except (FileNotFoundError, NotADirectoryError):
-        return 0o666 & ~current_umask()
+        pass
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
