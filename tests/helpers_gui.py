@@ -114,8 +114,9 @@ class GatedFBRS(FakeFBRS):
         return super().interact(image, x, y, is_positive)
 
 
-def gate_propagation(core, after_frames: int = 1):
-    """Make ``core.interact_iter`` stop after ``after_frames`` frames until ``gate.set()``.
+def gate_propagation(monkeypatch, core, after_frames: int = 1):
+    """Make ``core.interact_iter`` wait after ``after_frames`` frames until ``gate.set()`` (a
+    propagation that takes as long as the test wants, with no sleeping).
     Returns ``(gate, reached)``: ``reached`` is set when the propagation waits at the gate."""
     import threading
     gate, reached = threading.Event(), threading.Event()
@@ -129,5 +130,5 @@ def gate_propagation(core, after_frames: int = 1):
                 if not gate.wait(60):
                     raise TimeoutError("the test never opened the gate")
 
-    core.interact_iter = gated
+    monkeypatch.setattr(core, "interact_iter", gated)
     return gate, reached
