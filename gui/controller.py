@@ -30,26 +30,19 @@ import cv2
 import numpy as np
 import torch
 
+from gui.export import export_steps
+from gui.jobs import ACTIVITY, BROWSABLE, Job
 from gui.overlay import OVERLAY_MODES, overlay
 from gui.targets import EditTarget, FrameTarget, LocalTarget, stroke_canvas
 from gui.workspace import SessionState, Workspace, WorkspaceError
 from inference_core.interaction.interactions import (ClickInteraction, FreeInteraction, LocalInteraction,
                                                      ScribbleInteraction, bbox_from_points)
-from util.fileio import atomic_path
-from util.palette import object_colours, save_mask_png
+from util.palette import object_colours
 from util.tensor_util import pad_divide_by, unpad
 
 MODES = ("Click", "Scribble", "Free")
 DEFAULT_BRUSH = 3
 ZOOM_DEFAULT, ZOOM_STEP, ZOOM_MIN, ZOOM_MAX = 150, 25, 50, 300
-#: what the status line and the progress bar say while each kind of work runs
-ACTIVITY = {"Click": "f-BRS click…", "Scribble": "S2M scribble…", "Free": "Free paint…",
-            "undo": "Undo…", "add_object": "Adding an object…", "propagate": "Propagating…",
-            "export": "Exporting…"}
-#: jobs during which the user may browse frames (the shown frame is not what the job edits)
-BROWSABLE = ("propagate", "export")
-
-
 class Timer:
     """Accumulating, pausable wall-clock timer (the console's A/U readouts)."""
 
@@ -99,59 +92,6 @@ def view_to_image(x: float, y: float, label_w: int, label_h: int, img_w: int, im
     x -= (label_w / ratio - img_w) / 2
     y -= (label_h / ratio - img_h) / 2
     return max(0.0, min(img_w - 1.0, x)), max(0.0, min(img_h - 1.0, y))
-
-
-def even_frame(image: np.ndarray) -> np.ndarray:
-    """``H×W×3`` → the same image with its last row / column repeated where H / W is odd. The mp4
-    encoders of OpenCV drop an odd last row and column; padding keeps every pixel of the clip."""
-    h, w = image.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return image
-    return cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
-
-
-class Job:
-    """Work of the controller for a worker thread.
-
-    Iterating runs the work and yields ``(done, total)`` after each step; :meth:`close` cancels
-    between steps. The controller is busy from the job's creation until it ends or is closed, so no
-    other input slips in between the click that created it and the worker picking it up.
-    """
-
-    def __init__(self, controller: "AnnotationController", kind: str, steps: Callable[[], Iterator[tuple[int, int]]]):
-        self.kind = kind
-        self.name = ACTIVITY[kind]
-        self._controller = controller
-        controller._begin(kind)
-        self._gen = self._wrap(steps)
-        next(self._gen)   # enter the try block: closing the job ends the activity even before it ran
-
-    def _wrap(self, steps):
-        try:
-            yield 0, 0
-            yield from steps()
-        finally:
-            self._controller._end()
-
-    def __iter__(self) -> "Job":
-        return self
-
-    def __next__(self) -> tuple[int, int]:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
-
-    def run(self) -> None:
-        """Run the whole job on this thread (scripts and tests)."""
-        for _ in self:
-            pass
-
-
-def run(job: Job | None) -> None:
-    """Run ``job`` (if any) on this thread."""
-    if job is not None:
-        job.run()
 
 
 class AnnotationController:
@@ -831,35 +771,13 @@ class AnnotationController:
         return Job(self, "export", lambda: self._export_steps(Path(out_dir), video, self.overlay_mode))
 
     def _export_steps(self, out: Path, video: bool, mode: str) -> Iterator[tuple[int, int]]:
-        self.log(f"Saving masks and {mode} overlays to {out} ...")
         ok = False
+        self.log(f"Saving masks and {mode} overlays to {out} ...")
         try:
-            with contextlib.ExitStack() as stack:
-                writer = None
-                ow, oh = self.frames.original_size
-                if video:
-                    tmp_video = stack.enter_context(atomic_path(out / "overlay.mp4"))   # ends in .mp4
-                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             float(getattr(self.frames, "fps", 25.0)), (ow + ow % 2, oh + oh % 2))
-                    if not writer.isOpened():
-                        self.log("OpenCV cannot write mp4 here; the overlay video is skipped.")
-                        writer = None
-                    else:
-                        stack.callback(writer.release)   # runs before the atomic rename
-                for t in range(self.num_frames):
-                    mask = np.asarray(self.core.np_masks[t])
-                    if mask.shape != (oh, ow):
-                        mask = cv2.resize(mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
-                    save_mask_png(out / "mask" / f"{t:05d}.png", mask)
-                    vis = cv2.cvtColor(overlay(self.frames.read_original(t), mask, mode, self.num_objects),
-                                       cv2.COLOR_RGB2BGR)
-                    with atomic_path(out / "overlay" / f"{t:05d}.png") as tmp:   # ends in .png
-                        if not cv2.imwrite(str(tmp), vis):
-                            raise OSError(f"cannot write {tmp}")
-                    if writer is not None:
-                        writer.write(even_frame(vis))
-                    self.progress = (t + 1, self.num_frames)
-                    yield t + 1, self.num_frames
+            for done, total in export_steps(self.frames, self.core.np_masks, out, mode, self.num_objects, video,
+                                            self.log):
+                self.progress = (done, total)
+                yield done, total
             ok = True
             if self.workspace is None or not self.workspace.writable:
                 self.unsaved_edits = False    # the masks are on disk now

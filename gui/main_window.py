@@ -3,7 +3,7 @@
 Everything here is widgets, signals and painting: user input is forwarded to the Qt-free
 :class:`gui.controller.AnnotationController` in image coordinates, and the window shows what the
 controller returns (uint8 RGB numpy images, strings, numbers), through public methods only. Every
-:class:`gui.controller.Job` the controller returns (a click, a scribble, a free-paint stroke, undo,
+:class:`gui.jobs.Job` the controller returns (a click, a scribble, a free-paint stroke, undo,
 adding an object, propagation, export) runs on a :class:`GeneratorWorker` thread, so the window never
 freezes; Cancel closes a propagation or export between frames on that thread.
 """
@@ -19,7 +19,8 @@ from PyQt5.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, 
                              QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QShortcut, QSizePolicy,
                              QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from gui.controller import AnnotationController, Job, view_to_image
+from gui.controller import AnnotationController, view_to_image
+from gui.jobs import Job
 from gui.overlay import OVERLAY_MODES
 
 SHORTCUTS = [

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from gui.controller import AnnotationController, run, view_to_image
+from gui.controller import AnnotationController, view_to_image
+from gui.jobs import run
 from gui.session import SessionError, open_session
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_sbg, aggregate_wbg
