@@ -479,7 +479,10 @@ class AnnotationController:
 
     def render(self, with_brush: bool = True) -> np.ndarray:
         """The canvas image ``h×w×3`` uint8: overlay, strokes, brush preview / local rectangle."""
-        out = self.target.canvas.composite(self._viz())
+        out = self._viz()
+        if self.local is not None or self.frame.t == self.cursor:
+            # strokes belong to the frame they were drawn on (browsing during a propagation moves away)
+            out = self.target.canvas.composite(out)
         if not with_brush:
             return out
         out = out.copy()

@@ -23,6 +23,13 @@ from gui.controller import AnnotationController, view_to_image
 from gui.jobs import Job
 from gui.overlay import OVERLAY_MODES
 
+PROCEDURE = ("1. Label all objects in a frame with scribbles / clicks / free-hand drawing. 2. Propagate. "
+             "3. Find a frame with an error, correct it and propagate again. 4. Repeat.")
+TIPS = ("Ctrl + left-drag selects a local control region (Finish Local to go back). Right button labels "
+        "the background. Number keys pick the object (1-Red, 2-Green, 3-Blue, …). Commit only works for "
+        "scribbles (S2M): it closes the interaction. Masks are autosaved to the workspace after every "
+        "propagation and edit.")
+
 SHORTCUTS = [
     ("1 … 9", "select object 1 … 9 (1-Red, 2-Green, 3-Blue, ...)"),
     ("Left / Right", "previous / next frame"),
@@ -131,7 +138,7 @@ class MainWindow(QWidget):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         c = self.c
-        self.setGeometry(100, 100, max(c.width, 640) + 260, max(c.height, 360) + 160)
+        self.setGeometry(100, 100, max(c.width, 640) + 260, max(c.height, 360) + 260)
         self.canvas = Canvas(self)
 
         # right panel
@@ -174,19 +181,19 @@ class MainWindow(QWidget):
         row.addWidget(self.add_object_button)
         row.addWidget(self.help_button)
         right.addLayout(row)
-        for text in ("Procedure:", "1. Label all objects in a frame with scribbles/clicks/free-hand drawing",
-                     "2. Propagate", "3. Find a frame with error, correct it and propagate again", "4. Repeat",
-                     "Tips:", "1: Use Ctrl+Left-click to drag-select a local control region.",
-                     "Click finish local to go back.", "2: Use Right-click to label background.",
-                     "3: Use Num-keys to change the object id. ", "(1-Red, 2-Green, 3-Blue, ...)",
-                     "4: \"Commit\" only works for S2M, it clears the buffer.",
-                     "5: Masks are autosaved to the workspace after every propagation."):
-            right.addWidget(QLabel(text))
+        # one compact line (the full procedure and tips are in the help): the panel fits small screens
+        tip = QLabel("Label every object on a frame, Propagate, fix a wrong frame, propagate again. "
+                     "F1: help and shortcuts.")
+        tip.setWordWrap(True)
+        right.addWidget(tip)
         right.addWidget(self.console)
 
+        right_panel = QWidget()
+        right_panel.setLayout(right)
+        right_panel.setMaximumWidth(360)
         draw_area = QHBoxLayout()
         draw_area.addWidget(self.canvas, 4)
-        draw_area.addLayout(right, 1)
+        draw_area.addWidget(right_panel, 1)
 
         # timeline
         self.tl_slider = QSlider(Qt.Horizontal)
@@ -253,6 +260,7 @@ class MainWindow(QWidget):
         self.run_button.clicked.connect(self.on_run)
         self.save_button.clicked.connect(self.on_save)
 
+        # two rows, so that the window fits a 1280-px screen
         navi = QHBoxLayout()
         navi.addWidget(self.lcd)
         navi.addWidget(self.play_button)
@@ -260,21 +268,23 @@ class MainWindow(QWidget):
         navi.addStretch(1)
         navi.addWidget(self.undo_button)
         navi.addWidget(self.reset_button)
-        navi.addStretch(1)
-        navi.addWidget(self.progress)
-        navi.addWidget(self.cancel_button)
-        navi.addWidget(QLabel("Overlay Mode"))
-        navi.addWidget(self.combo)
-        navi.addStretch(1)
         navi.addWidget(self.commit_button)
-        navi.addWidget(self.run_button)
-        navi.addWidget(self.save_button)
+        jobs = QHBoxLayout()
+        jobs.addWidget(self.progress, 1)
+        jobs.addWidget(self.cancel_button)
+        jobs.addStretch(1)
+        jobs.addWidget(QLabel("Overlay Mode"))
+        jobs.addWidget(self.combo)
+        jobs.addWidget(self.run_button)
+        jobs.addWidget(self.save_button)
 
         self.status = QLabel()
+        self.status.setWordWrap(True)
         layout = QVBoxLayout()
         layout.addLayout(draw_area)
         layout.addWidget(self.tl_slider)
         layout.addLayout(navi)
+        layout.addLayout(jobs)
         layout.addWidget(self.status)
         self.setLayout(layout)
 
@@ -373,7 +383,7 @@ class MainWindow(QWidget):
 
     def show_help(self) -> QMessageBox:
         rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in SHORTCUTS)
-        box = self.show_message("Shortcuts", f"<table>{rows}</table>")
+        box = self.show_message("Help", f"<p>{PROCEDURE}</p><p>{TIPS}</p><table>{rows}</table>")
         box.setTextFormat(Qt.RichText)
         return box
 

@@ -516,8 +516,10 @@ def test_closing_an_unstarted_job_ends_the_busy_state(nets, video, tmp_path):
 
 
 def test_browsing_during_propagation_shows_the_newest_result(nets, video, tmp_path):
+    from gui.overlay import overlay
     c = make_controller(nets, video, tmp_path / "ws")
-    paint(c, 1)
+    c.press(40, 40)
+    run(c.release(40, 40))                      # a click: its dot stays on frame 0's stroke layer
     job = c.propagate()
     assert next(job) == (0, T - 1)
     assert c.enabled()["navigate"] and c.enabled()["play"] and c.enabled()["cancel"]
@@ -527,6 +529,8 @@ def test_browsing_during_propagation_shows_the_newest_result(nets, video, tmp_pa
     assert c.cursor == 1
     newest = unpad(torch.argmax(c.core.get_prob(1), 0), c.core.pad)[0].numpy().astype(np.uint8)
     assert np.array_equal(c.current_mask(), newest)
+    # frame 1 shows its own overlay, without frame 0's click dot
+    assert np.array_equal(c.render(with_brush=False), overlay(np.asarray(c.frames[1]), newest, "davis", 2))
     assert c.activity_text() == f"Propagating… 1/{T - 1}"
     job.run()
     assert not c.busy and c.cursor == 1
