@@ -340,7 +340,7 @@ class AnnotationController:
         if self.workspace is None:
             why = "this session has no workspace"
         elif self.workspace_error:
-            why = f"the workspace {self.workspace.root} is not this video's, so autosave is off"
+            why = f"autosave to {self.workspace.root} is off for this session: it cannot be used for this video"
         else:
             why = "the last autosave failed"
         return (f"The masks of this session are not saved ({why}). Save them to a new workspace folder "
