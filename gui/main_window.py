@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
-from PyQt5.QtGui import QImage, QKeySequence, QPixmap
+from PyQt5.QtGui import QGuiApplication, QImage, QKeySequence, QPixmap
 from PyQt5.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox,
                              QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QShortcut, QSizePolicy,
                              QSlider, QSpinBox, QVBoxLayout, QWidget)
@@ -563,7 +563,11 @@ class MainWindow(QWidget):
         return self._start_job(self.c.export(folder))
 
     def ask_unsaved(self, question: str) -> str:
-        """``"save"``, ``"discard"`` or ``"cancel"`` (a modal question)."""
+        """``"save"``, ``"discard"`` or ``"cancel"`` (a modal question; without a screen nobody can
+        answer, so the session closes as asked and the console says what was not saved)."""
+        if QGuiApplication.platformName() in ("offscreen", "minimal"):
+            self.c.log(f"Closing without a display: {question} (not asked)")
+            return "discard"
         answer = QMessageBox.question(self, "Unsaved masks", question,
                                       QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
