@@ -53,6 +53,15 @@ def cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(sorted(f for f in ("avx512_bf16", "amx_bf16") if f in flags))
 
 
+def precision_name(name: str) -> str:
+    """The canonical name of a precision or its alias (``fp32``/``bf16``/``fp16``): ``"float32"``,
+    ``"bfloat16"`` or ``"float16"``. Raises ValueError for anything else."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _ALIASES:
+        raise ValueError(f"precision must be float32, bfloat16 or float16 (or fp32, bf16, fp16); got {name!r}")
+    return _ALIASES[key]
+
+
 def fast_precision(device: torch.device | str) -> str:
     """The reduced precision that is fast on ``device``: float16 on CUDA, bfloat16 on CPUs with native
     bf16, else float32."""
