@@ -92,7 +92,7 @@ def resolve_precision(requested: str | None, device: torch.device | str) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """``None`` for float32 (no autocast), else the autocast dtype."""
-    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[_ALIASES[precision]]
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision_name(precision)]
 
 
 def resolve_device_precision(device: str | torch.device | None = None, precision: str | None = "float32",
@@ -117,7 +117,7 @@ def describe_compute(device: torch.device | str, precision: str) -> str:
     """One line for the user: ``"cpu, float32 (exact)"``, ``"cpu, bfloat16 (native AVX-512-BF16)"``,
     ``"cuda:0, float16 (autocast)"``."""
     device = torch.device(device)
-    name = _ALIASES[precision]
+    name = precision_name(precision)
     if name == "float32":
         how = "exact"
     elif device.type == "cuda":
