@@ -195,3 +195,34 @@ def test_compact_probability_storage_round_trips():
     assert store.get(0)[0].eq(1e-7).all() and store.get(0)[1:].eq(0).all()   # never written: initial state
     store.add_object()
     assert store.get(2).shape == (5, 1, 16, 32) and (store.get(2)[4] == 0).all()
+
+
+def test_pass_memory_is_the_one_schedule():
+    """The rule every propagation uses: base memory, a commit every mem_freq frames (counted from the
+    start frame), the previous frame as a temporary slot, nothing memorised for the last frame."""
+    from inference_core.memory_bank import PassMemory
+    base = torch.zeros(2, 3, 1, 1, 1)
+    frames = range(9, -1, -1)                       # backward from 10 to 0
+    memory = PassMemory(base, base.clone(), [10], 10, frames, mem_freq=4)
+    seen = []
+    for t in frames:
+        keys, values = memory.readout()
+        assert keys.shape[2] == values.shape[2] == len(memory.frames_in_readout())
+        # every entry holds the frame it was memorised from
+        assert [int(k) for k in keys[0, 0, :, 0, 0]] == [0 if f == 10 else f for f in memory.frames_in_readout()]
+        seen.append(memory.frames_in_readout())
+        if memory.wants(t):
+            memory.add(t, torch.full((2, 3, 1, 1, 1), float(t)), torch.full((2, 3, 1, 1, 1), float(t)))
+    assert not memory.wants(0)
+    assert seen == [[10], [10, 9], [10, 8], [10, 7], [10, 6], [10, 6, 5], [10, 6, 4], [10, 6, 3], [10, 6, 2],
+                    [10, 6, 2, 1]]
+    keys, _ = memory.committed()
+    assert keys.shape[2] == 3 and memory.slot_frames == [10, 6, 2]
+
+
+def test_pass_memory_rejects_inconsistent_base():
+    from inference_core.memory_bank import PassMemory
+    with pytest.raises(ValueError, match="base memory"):
+        PassMemory(torch.zeros(1, 2, 2, 1, 1), torch.zeros(1, 2, 2, 1, 1), [0], 0, range(1, 5), 5)
+    with pytest.raises(ValueError, match="mem_freq"):
+        PassMemory(torch.zeros(1, 2, 1, 1, 1), torch.zeros(1, 2, 1, 1, 1), [0], 0, range(1, 5), 0)

@@ -38,7 +38,9 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes."""
     kib = _status_kib("VmHWM")
     if kib is not None:
-        return kib * 1024
+        # the kernel updates the high-water mark lazily (per-thread counters), so it can trail the
+        # current value by a few pages: the peak is at least what is resident now
+        return max(kib * 1024, current_rss_bytes())
     import resource
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
