@@ -13,4 +13,6 @@ def test_current_and_peak_rss_follow_an_allocation():
     assert peak_rss_bytes() >= during
     assert abs(current_rss_mib() * 2 ** 20 - current_rss_bytes()) < 16 * 2 ** 20
     del block
-    assert peak_rss_bytes() >= during                  # the peak stays
+    # the peak stays (the kernel's high-water mark may trail by a few pages), the current value drops
+    assert peak_rss_bytes() > during - 2 ** 20
+    assert peak_rss_bytes() - current_rss_bytes() > 48 * 2 ** 20
