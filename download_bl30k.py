@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (RESUME_HINT, MIRRORS_BL30K, ArchivePart, DownloadError, Source, check_free_space, confirm_licence,
-                           human_bytes, install_part, select_parts, with_mirror)
+from util.download import (RESUME_HINT, MIRRORS_BL30K, ArchivePart, DownloadError, Source, check_free_space,
+                           confirm_licence, check_folder, human_bytes, install_part, select_parts, with_mirror)
 
 LICENCE = """\
 BL30K is a synthetic dataset rendered from ShapeNet models (https://www.shapenet.org/terms): it is a
@@ -101,19 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sources = with_mirror(SOURCES, args.mirror)
     only = [o[len("BL30K_"):] if o.startswith("BL30K_") else o for o in args.only] if args.only else None
     from util.cli import run_cli
+    plan: dict = {}
+
+    def check(args) -> None:
+        """Bad options are refused (exit 2) before the licence question and any download."""
+        plan["sources"] = with_mirror(SOURCES, args.mirror)
+        plan["keys"] = select_parts(SOURCES, only)
+        check_folder(args.root, "--root")
 
     def fetch(args) -> None:
-        keys = select_parts(SOURCES, only)
+        keys = plan["keys"]
         confirm_licence(LICENCE, args.yes)
         print(f"Installing {', '.join(_name_of(k) for k in keys)} into {Path(args.root) / 'BL30K'} "
               f"(about {human_bytes(len(keys) * SEGMENT_BYTES)} of data)")
-        run(Path(args.root), keys, sources, space_check=not args.no_space_check, keep_archives=args.keep_archives,
-            quiet=args.quiet)
+        run(Path(args.root), keys, plan["sources"], space_check=not args.no_space_check,
+            keep_archives=args.keep_archives, quiet=args.quiet)
 
-    return run_cli(fetch, args, (DownloadError,), code=1, interrupted=RESUME_HINT)
+    return (run_cli(check, args, (DownloadError,), code=2)
+            or run_cli(fetch, args, (DownloadError,), code=1, interrupted=RESUME_HINT))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (RESUME_HINT, MIRRORS_DATASETS, ArchivePart, DownloadError, Source, confirm_licence, install_part,
-                           select_parts, with_mirror)
+from util.download import (RESUME_HINT, MIRRORS_DATASETS, ArchivePart, DownloadError, Source, confirm_licence,
+                           check_folder, install_part, select_parts, with_mirror)
 
 LICENCE = """\
 The datasets below are NOT ours; they are redistributed under their own licences. By continuing you
@@ -121,15 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from util.cli import run_cli
-    sources = with_mirror(SOURCES, args.mirror)
+    plan: dict = {}
+
+    def check(args) -> None:
+        """Bad options are refused (exit 2) before the licence question and any download."""
+        plan["sources"] = with_mirror(SOURCES, args.mirror)
+        plan["parts"] = select_parts(list(SOURCES) + [RESIZE_PART], args.only)
+        if args.processes < 1:
+            raise DownloadError(f"--processes {args.processes}: must be at least 1; give e.g. --processes 8")
+        check_folder(args.root, "--root")
 
     def fetch(args) -> None:
-        parts = select_parts(list(SOURCES) + [RESIZE_PART], args.only)
         confirm_licence(LICENCE, args.yes)
-        run(Path(args.root), parts, sources, keep_archives=args.keep_archives, quiet=args.quiet,
+        run(Path(args.root), plan["parts"], plan["sources"], keep_archives=args.keep_archives, quiet=args.quiet,
             processes=args.processes)
 
-    return run_cli(fetch, args, (DownloadError, FileNotFoundError), code=1, interrupted=RESUME_HINT)
+    return (run_cli(check, args, (DownloadError,), code=2)
+            or run_cli(fetch, args, (DownloadError, FileNotFoundError), code=1, interrupted=RESUME_HINT))
 
 
 if __name__ == "__main__":

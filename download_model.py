@@ -6,7 +6,9 @@
 
 A file already present and loadable is skipped; a partial download resumes; a finished download is
 checked to load as a checkpoint (and, when the network code is available, to fit its network) before
-it is kept. Offline or on a dead link the script prints one line naming the manual mirrors.
+it is kept, the example clip to decode with OpenCV. A present file that fails its check is moved aside
+to ``<name>.invalid`` and downloaded again. Offline or on a dead link the script prints one line naming
+the manual mirrors.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import RESUME_HINT, MIRRORS_MODELS, DownloadError, Source, download, select_parts, with_mirror
+from util.download import (RESUME_HINT, MIRRORS_MODELS, DownloadError, Source, download, check_folder, select_parts,
+                           with_mirror)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -53,6 +56,18 @@ def check_checkpoint(name: str, path: Path, full: bool = True) -> str:
     return "loads into its network"
 
 
+def check_video(path: Path) -> None:
+    """Raise ``ValueError`` ("is not …") unless OpenCV decodes at least one frame of ``path``."""
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
+    finally:
+        cap.release()
+    if not ok or frame is None:
+        raise ValueError("is not a video OpenCV can decode (no frame could be read)")
+
+
 def _resolve_only(only: list[str] | None) -> list[str] | None:
     """Accept short names (``s2m``) and file names (``s2m.pth``) in ``--only``."""
     if not only:
@@ -73,6 +88,8 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
     for name in names:
         src = sources[name]
         dest = output / src.filename
+        if dest.exists() and not dest.is_file():
+            raise DownloadError(f"{dest}: is a folder, not a checkpoint file; move it away and run again")
         if dest.is_file():
             try:
                 how = check_checkpoint(name, dest, full_check)
@@ -87,15 +104,16 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
                       file=sys.stderr)
         # download to a side name first so a file that does not load never takes the final name
         staged = dest.with_name(dest.name + ".new")
-        try:
-            download(src.url, staged, md5=src.md5, quiet=quiet, mirrors=MIRRORS_MODELS, label=src.filename)
-        except DownloadError as e:
-            # the staging name is ours; tell the user the name the file must finally have
-            raise DownloadError(str(e).replace(str(staged), str(dest))) from None
+        # messages name the staged .part as it is, and the final name for a copy fetched by hand
+        download(src.url, staged, md5=src.md5, quiet=quiet, mirrors=MIRRORS_MODELS, label=src.filename, final=dest,
+                 mirror=src.mirror)
         try:
             how = check_checkpoint(name, staged, full_check)
         except CheckpointError as e:
             staged.unlink(missing_ok=True)
+            if src.mirror:
+                raise CheckpointError(f"--mirror {src.mirror}: {src.url} is not a usable {src.filename} ({e}); check "
+                                      f"what the mirror serves, or leave out --mirror to use the official links") from None
             raise CheckpointError(f"{src.url} downloaded but is not a usable {src.filename} ({e}); "
                                   f"the link may serve an error page — fetch it by hand: {MIRRORS_MODELS}") from None
         staged.replace(dest)
@@ -105,11 +123,19 @@ def download_models(output: Path, names: list[str], sources: dict[str, Source], 
 
 
 def download_example(dest: Path, source: Source, quiet: bool = False) -> str:
-    if dest.is_file() and dest.stat().st_size > 0:
-        print(f"{dest}: present; skipped")
-        return "skipped"
-    download(source.url, dest, md5=source.md5, quiet=quiet, mirrors="https://github.com/hkchengrex/MiVOS/tree/main/example")
-    print(f"{dest}: downloaded")
+    """Fetch the example clip unless a decodable one is present (an undecodable one is moved aside)."""
+    if dest.is_file():
+        try:
+            check_video(dest)
+            print(f"{dest}: present, decodes; skipped")
+            return "skipped"
+        except ValueError as e:
+            aside = dest.with_name(dest.name + ".invalid")
+            dest.replace(aside)
+            print(f"{dest}: present but {e}; moved to {aside.name}, downloading it again", file=sys.stderr)
+    download(source.url, dest, md5=source.md5, quiet=quiet, validate=check_video, mirror=source.mirror,
+             mirrors="https://github.com/hkchengrex/MiVOS/tree/main/example")
+    print(f"{dest}: downloaded, decodes")
     return "downloaded"
 
 
@@ -134,16 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from util.checkpoint import CheckpointError
     from util.cli import run_cli
-    sources = with_mirror(MODELS, args.mirror)
-    example = with_mirror({"example": EXAMPLE}, args.mirror)["example"]
+    plan: dict = {}
+
+    def check(args) -> None:
+        """Bad options are refused (exit 2) before anything is downloaded."""
+        plan["sources"] = with_mirror(MODELS, args.mirror)
+        plan["example"] = with_mirror({"example": EXAMPLE}, args.mirror)["example"]
+        plan["names"] = select_parts(MODELS, _resolve_only(args.only))
+        check_folder(args.output, "--output")
+        if not args.no_example:
+            if Path(args.example_output).is_dir():
+                raise DownloadError(f"--example_output {args.example_output}: is a folder; give the file name of "
+                                    f"the clip (e.g. example/example.mp4)")
+            check_folder(Path(args.example_output).parent, "--example_output")
 
     def fetch(args) -> None:
-        names = select_parts(MODELS, _resolve_only(args.only))
-        download_models(Path(args.output), names, sources, full_check=args.check == "full", quiet=args.quiet)
+        download_models(Path(args.output), plan["names"], plan["sources"], full_check=args.check == "full",
+                        quiet=args.quiet)
         if not args.no_example:
-            download_example(Path(args.example_output), example, quiet=args.quiet)
+            download_example(Path(args.example_output), plan["example"], quiet=args.quiet)
 
-    return run_cli(fetch, args, (DownloadError, CheckpointError), code=1, interrupted=RESUME_HINT)
+    return (run_cli(check, args, (DownloadError,), code=2)
+            or run_cli(fetch, args, (DownloadError, CheckpointError), code=1, interrupted=RESUME_HINT))
 
 
 if __name__ == "__main__":

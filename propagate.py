@@ -4,13 +4,15 @@
     python propagate.py --images frames/ --mask frames_mask/00000.png --output masks/
     python propagate.py --batch videos/ --output masks/        # many videos; also under torchrun
 
-* ``--mask``: the mask of the first frame at the video's own size, a palette PNG or a greyscale label
-  map. Any non-zero ids (e.g. 3 and 7) are objects; they are propagated as objects 1..K and written back
-  with their own ids and colours.
+* ``--mask``: the mask of the first frame at the video's own size: a palette PNG, a greyscale or 16-bit
+  label map, or an RGB mask (one object per colour, black = background). Any non-zero ids (e.g. 3 and 7,
+  or 1000 and 2000) are objects; they are propagated as objects 1..K and written back with their own
+  ids and colours.
 * Frames are processed at ``--resolution`` (shorter side, default 480; -1 keeps the original size). The
   masks are written at the ORIGINAL size: probabilities are un-padded, upsampled bilinearly, then argmax
   (as the original's DAVIS 2017 evaluation). Frame 0 is the given mask itself.
-* Output: ``<output>/<name>.png`` palette PNGs (DAVIS palette), ``<name>`` = the frame file's stem for an
+* Output: ``<output>/<name>.png`` palette PNGs (the mask's own palette or colours; DAVIS palette for a
+  greyscale mask), 16-bit greyscale PNGs when the ids exceed 255; ``<name>`` = the frame file's stem for an
   image folder, ``%05d`` for a video; ``--overlay FILE.mp4``: the frames with the masks blended in.
 * ``--batch FOLDER``: every frame folder and video file ``NAME`` in FOLDER with its first-frame mask
   ``FOLDER/NAME.png``; ``--batch LIST.txt``: lines ``SOURCE MASK``. Masks go to ``<output>/<NAME>/``, a
@@ -40,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from util.palette import DAVIS_PALETTE, load_mask_png, save_mask_png
+from util.palette import DAVIS_PALETTE, MaskFile, read_mask, save_label_png
 
 DEFAULT_MODEL = "saves/propagation_model.pth"
 
@@ -49,26 +51,29 @@ class PropagateError(ValueError):
     """Bad input for propagate.py (one-line message naming the argument and the fix)."""
 
 
-def read_first_mask(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
-    """The first-frame label map (``H×W`` uint8, ``size`` = (W, H) of the video) and its object ids."""
+def read_first_mask(path: str | Path, size: tuple[int, int]) -> MaskFile:
+    """The first-frame mask (``labels`` ``H×W`` uint8 or uint16 ids, ``size`` = (W, H) of the video; its
+    ``ids``, and the ``palette`` / colours to write the outputs with)."""
     path = Path(path)
     if not path.is_file():
         raise PropagateError(f"--mask {path}: file not found; pass the first frame's mask (palette PNG or label map)")
     try:
-        mask = load_mask_png(path)
-    except (OSError, ValueError) as e:
+        mask_file = read_mask(path)
+    except ValueError as e:
+        raise PropagateError(f"--mask {e}") from None
+    except OSError as e:
         raise PropagateError(f"--mask {path}: cannot be read as an image ({type(e).__name__}); "
                              "pass a PNG label map") from None
+    mask = mask_file.labels
     if mask.ndim != 2:
         raise PropagateError(f"--mask {path}: expected a single-channel label map, got shape {mask.shape}")
     if (mask.shape[1], mask.shape[0]) != tuple(size):
         raise PropagateError(f"--mask {path}: mask is {mask.shape[1]}x{mask.shape[0]} but the video is "
                              f"{size[0]}x{size[1]}; give the first frame's mask at the video's own size")
-    ids = [int(v) for v in np.unique(mask) if v != 0]
-    if not ids:
+    if not mask_file.ids:
         raise PropagateError(f"--mask {path}: the mask is empty (every pixel is 0); label at least one object "
                              "with a non-zero id")
-    return mask, ids
+    return mask_file
 
 
 def onehot_at(mask: np.ndarray, ids: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
@@ -78,9 +83,11 @@ def onehot_at(mask: np.ndarray, ids: Sequence[int], size: tuple[int, int]) -> to
     return torch.from_numpy(np.stack([mask == i for i in ids])).float().unsqueeze(1)
 
 
-def overlay_frame(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``H×W×3`` uint8 RGB with each object blended in its palette colour (the PNG's colours)."""
-    colours = DAVIS_PALETTE[labels].astype(np.float32)
+def overlay_frame(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
+                  colours: np.ndarray | None = None) -> np.ndarray:
+    """``H×W×3`` uint8 RGB with each object blended in its colour: ``colours[id]`` (``N×3``, the written
+    PNG's colours, :meth:`MaskFile.colour_lut`), the DAVIS palette by default."""
+    colours = (DAVIS_PALETTE if colours is None else colours)[labels].astype(np.float32)
     out = frame.astype(np.float32)
     sel = labels > 0
     out[sel] = out[sel] * (1 - alpha) + colours[sel] * alpha
@@ -90,9 +97,10 @@ def overlay_frame(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> 
 class OverlayWriter:
     """mp4 writer of the overlay, reading the original frames from its own sequential source."""
 
-    def __init__(self, path: Path, source, fps: float):
+    def __init__(self, path: Path, source, fps: float, colours: np.ndarray | None = None):
         self.path = path
         self.source = source
+        self.colours = colours
         w, h = source.original_size
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(w), int(h)))
@@ -101,7 +109,7 @@ class OverlayWriter:
 
     def write(self, t: int, labels: np.ndarray) -> None:
         frame = self.source.read_original(t)
-        self.writer.write(cv2.cvtColor(overlay_frame(frame, labels), cv2.COLOR_RGB2BGR))
+        self.writer.write(cv2.cvtColor(overlay_frame(frame, labels, colours=self.colours), cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         self.writer.release()
@@ -156,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.mask:
         raise PropagateError("--mask: missing; pass the first frame's mask (palette PNG or label map)")
     source = open_frames(args.images, args.video, args.resolution, cache_frames=4)
-    mask0, ids = read_first_mask(args.mask, source.original_size)
+    mask_file = read_first_mask(args.mask, source.original_size)
+    mask0, ids = mask_file.labels, mask_file.ids
+    if mask_file.colours:
+        print("mask colours → objects: " + ", ".join(f"{i} = #{r:02x}{g:02x}{b:02x}"
+                                                      for i, (r, g, b) in mask_file.colours.items()))
     num_frames = len(source)
     width, height = source.original_size
     names = frame_names(source)
@@ -172,14 +184,16 @@ def run(args: argparse.Namespace) -> int:
     overlay = None
     if args.overlay:
         overlay_source = open_frames(args.images, args.video, -1, cache_frames=1)
-        overlay = OverlayWriter(Path(args.overlay), overlay_source, getattr(source, "fps", 25.0) or 25.0)
+        overlay = OverlayWriter(Path(args.overlay), overlay_source, getattr(source, "fps", 25.0) or 25.0,
+                                colours=mask_file.colour_lut())
 
     import progressbar
     bar = progressbar.ProgressBar(max_value=num_frames) if not args.quiet else None
     start = time.time()
     try:
         stats = propagate_to_files(net, source, mask0, ids, out_dir, names, args.mem_freq, device, overlay,
-                                   (lambda t: bar.update(t + 1)) if bar is not None else None, args.precision)
+                                   (lambda t: bar.update(t + 1)) if bar is not None else None, args.precision,
+                                   palette=mask_file.palette)
     finally:
         if overlay is not None:
             overlay.close()
@@ -195,15 +209,19 @@ def run(args: argparse.Namespace) -> int:
 
 def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Sequence[int], out_dir: Path,
                        names: Sequence[str], mem_freq: int, device: torch.device,
-                       overlay: OverlayWriter | None = None, progress=None, precision: str = "float32") -> dict:
-    """Propagate ``mask0`` (``H×W`` ids at the original size) through ``source`` (a frame source at the
-    processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each frame is final.
+                       overlay: OverlayWriter | None = None, progress=None, precision: str = "float32",
+                       palette: np.ndarray | None = None) -> dict:
+    """Propagate ``mask0`` (``H×W`` ids at the original size, uint8 or uint16) through ``source`` (a frame
+    source at the processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each
+    frame is final (palette PNGs with ``palette`` for uint8 ids, 16-bit PNGs for uint16 ids).
     Returns ``{"frames", "peak_prob_bytes", "peak_feature_bytes"}`` (what the run kept in memory)."""
     from inference_core.core import InferenceCore
     from inference_core.semisup import frame_labels, propagate_first_frame
 
     width, height = source.original_size
     onehot = onehot_at(mask0, ids, source.size)
+    # object index → the mask's own id; ids above 255 (16-bit label maps) stay 16-bit
+    id_of = np.array([0, *ids], dtype=np.uint8 if max(ids, default=0) <= 255 else np.uint16)
     peak_prob = peak_feat = 0
     # built outside inference mode: the core moves the network's weights (device, memory layout), and
     # weights created in inference mode could not be used with autograd afterwards. Features are read
@@ -212,7 +230,7 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
                          feature_cache_bytes=0, prob_storage="uint16", precision=precision)
     with torch.inference_mode():
         def emit(t: int, labels: np.ndarray) -> None:
-            save_mask_png(out_dir / f"{names[t]}.png", labels)
+            save_label_png(out_dir / f"{names[t]}.png", labels, palette)
             if overlay is not None:
                 overlay.write(t, labels)
             if progress is not None:
@@ -222,7 +240,7 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
         for t, _ in propagate_first_frame(core, onehot):
             peak_prob = max(peak_prob, core.prob_bytes)
             peak_feat = max(peak_feat, core.feature_bytes)
-            emit(t, frame_labels(core.get_prob(t), core.pad, (height, width), ids))
+            emit(t, id_of[frame_labels(core.get_prob(t), core.pad, (height, width))])
             core.release_frame(t)
             core.release_frame(0)   # the first frame's probabilities are in its memory already
     return {"frames": len(source), "peak_prob_bytes": peak_prob, "peak_feature_bytes": peak_feat}

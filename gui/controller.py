@@ -1,23 +1,28 @@
 """The Qt-free brain of the annotation GUI.
 
-:class:`AnnotationController` owns the :class:`~inference_core.InferenceCore`, the interaction
-controllers (S2M, f-BRS), the current interactions, local mode, the timers, the console and the
-workspace. The view (``gui/main_window.py``) only forwards user input in image coordinates and
-shows what :meth:`AnnotationController.render` / :meth:`minimap` return: **no tensor ever
+:class:`AnnotationController` holds the session: the :class:`~inference_core.InferenceCore` (the only
+owner of the frames' probabilities, masks and object count), the interaction networks (S2M, f-BRS),
+the edit target (:mod:`gui.targets`: the whole frame, or a local crop), the timers, the console and the
+workspace. The view (``gui/main_window.py``) forwards user input in image coordinates through public
+methods and shows what :meth:`AnnotationController.render` / :meth:`minimap` return: **no tensor ever
 crosses to the view** — it gets uint8 RGB numpy images, strings and plain numbers.
 
-State machine and semantics follow the original GUI (spec §4–5): clicks (f-BRS, per object),
-scribbles (S2M, several objects per interaction, Commit), free painting, Undo / Reset Frame,
-local control (Ctrl-drag a region, Finish Local), Propagate. Beyond the original: propagation is
-an iterator (the view runs it on a worker thread and can cancel it), every propagation autosaves
-the masks, objects can be added mid-session, export at the video's original resolution.
+Anything that runs a network is a :class:`Job`: the method that starts it does the cheap bookkeeping on
+the calling (GUI) thread and returns the job; iterating the job runs the work (the view does it on its
+worker thread, scripts and tests with :meth:`Job.run`). From a job's creation to its end the controller
+is busy (:attr:`activity` says what runs); while busy it refuses new input with a console line, and
+during a propagation the user may still browse frames (each shows its newest result).
+
+State machine and semantics follow the original GUI: clicks (f-BRS, per object), scribbles (S2M,
+several objects per interaction, Commit), free painting, Undo / Reset Frame, local control (Ctrl-drag a
+region, Finish Local), Propagate. Beyond the original: cancellable propagation, autosave and resume,
+objects added mid-session, export at the video's original resolution.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,21 +30,19 @@ import cv2
 import numpy as np
 import torch
 
+from gui.export import export_steps
+from gui.jobs import ACTIVITY, BROWSABLE, Job
 from gui.overlay import OVERLAY_MODES, overlay
+from gui.targets import EditTarget, FrameTarget, LocalTarget, stroke_canvas
 from gui.workspace import SessionState, Workspace, WorkspaceError
-from inference_core.interaction.interactions import (ClickInteraction, CropperInteraction, FreeInteraction,
-                                                     Interaction, LocalInteraction, ScribbleInteraction,
-                                                     StrokeCanvas, bbox_from_points)
-from util.fileio import atomic_path
-from util.palette import object_colours, save_mask_png
-from util.tensor_util import Pad, pad_divide_by, unpad
+from inference_core.interaction.interactions import (ClickInteraction, FreeInteraction, LocalInteraction,
+                                                     ScribbleInteraction, bbox_from_points)
+from util.palette import object_colours
+from util.tensor_util import pad_divide_by, unpad
 
 MODES = ("Click", "Scribble", "Free")
 DEFAULT_BRUSH = 3
 ZOOM_DEFAULT, ZOOM_STEP, ZOOM_MIN, ZOOM_MAX = 150, 25, 50, 300
-STROKE_HISTORY = 100
-
-
 class Timer:
     """Accumulating, pausable wall-clock timer (the console's A/U readouts)."""
 
@@ -95,24 +98,26 @@ class AnnotationController:
     """Everything the GUI does, without Qt.
 
     ``core``: an InferenceCore over ``frames`` (a frame source, ``frames[t]`` → ``H×W×3`` uint8);
-    ``s2m_factory(num_objects)`` builds the scribble controller (rebuilt when an object is added);
-    ``fbrs``: the click controller or ``None`` (click mode then tells the user it is unavailable);
-    ``log``: called with every console line (also printed to stdout by the view).
+    ``s2m_factory(num_objects)`` builds the scribble controller; ``fbrs``: the click controller or
+    ``None`` (click mode then tells the user it is unavailable); ``log``: called with every console line
+    (from whichever thread logs); ``amp``: fp16 autocast of the interaction networks on CUDA;
+    ``device_text``: the device / precision line shown in the status line and logged once.
     """
 
     def __init__(self, core, frames, s2m_factory: Callable[[int], object], fbrs=None,
                  workspace: Workspace | None = None, log: Callable[[str], None] | None = None,
-                 amp: bool = False):
+                 amp: bool = False, device_text: str = ""):
         self.core = core
         self.amp = amp
         self.frames = frames
         self.s2m_factory = s2m_factory
-        self.num_objects = int(core.num_objects)
-        self.s2m = s2m_factory(self.num_objects)
+        self._s2m: object | None = None
         self.fbrs = fbrs
         self.workspace = workspace
-        self._log_cb = log
+        self.workspace_error: str | None = None
+        self._log_sink = log
         self.console: list[str] = []
+        self.device_text = device_text
 
         self.num_frames = len(frames)
         self.height, self.width = int(frames.size[1]), int(frames.size[0])
@@ -122,33 +127,19 @@ class AnnotationController:
         self.free_brush_size = DEFAULT_BRUSH
         self.overlay_mode = "davis"
         self.zoom_pixels = ZOOM_DEFAULT
-        self.busy = False                   # a propagation is running (worker thread)
+        self.activity: str | None = None            # the job running now (a key of ACTIVITY)
+        self.progress: tuple[int, int] = (0, 0)     # (done, total) of the running job
+        self._refused_during: str | None = None
         self.last_speed_fps: float | None = None
         self.last_propagation_s: float | None = None
+        self.unsaved_edits = False                  # edits not in any workspace (autosave off or failed)
+        self._live: dict[int, np.ndarray] = {}      # t → newest mask of a running propagation
 
         self.algo_timer, self.user_timer = Timer(), Timer()
         self.waiting_to_start = True
 
-        # global interaction state
-        self.interaction: Interaction | None = None
-        self.this_frame_interactions: list[Interaction] = []
-        self.interacted_mask: torch.Tensor | None = None   # (K+1)×1×H'×W'
-        self.pending_frame: int | None = None
-        self.vis = StrokeCanvas(self.height, self.width, self.num_objects)
-        self.vis_hist: deque = deque(maxlen=STROKE_HISTORY)
-
-        # local mode state
-        self.in_local_mode = False
-        self.local_bb = None
-        self.local_interactions: list[Interaction] = []
-        self.local_interaction: Interaction | None = None
-        self.local_interacted_mask: torch.Tensor | None = None
-        self.local_pad: Pad | None = None
-        self.local_torch_im: torch.Tensor | None = None
-        self.local_np_im: np.ndarray | None = None
-        self.local_np_mask: np.ndarray | None = None
-        self.local_vis: StrokeCanvas | None = None
-        self.local_vis_hist: deque = deque(maxlen=STROKE_HISTORY)
+        self.frame = FrameTarget(core, self.cursor)
+        self.local: LocalTarget | None = None
         self.minimap_in_local: np.ndarray | None = None
 
         # pointer state
@@ -162,23 +153,78 @@ class AnnotationController:
         self.resumed = False
         if workspace is not None:
             self._open_workspace()
+        if device_text:
+            self.log(device_text)
         self.log("Initialized.")
+
+    # ------------------------------------------------------------------ derived state
+    @property
+    def num_objects(self) -> int:
+        """The object count; the core owns it."""
+        return int(self.core.num_objects)
+
+    @property
+    def s2m(self):
+        """The scribble controller for the current object count (rebuilt when the count changed)."""
+        if self._s2m is None or getattr(self._s2m, "num_objects", self.num_objects) != self.num_objects:
+            self._s2m = self.s2m_factory(self.num_objects)
+        return self._s2m
+
+    @property
+    def target(self) -> EditTarget:
+        """What the user edits now: the local crop in local control, else the frame."""
+        return self.local if self.local is not None else self.frame
+
+    @property
+    def in_local_mode(self) -> bool:
+        return self.local is not None
+
+    @property
+    def busy(self) -> bool:
+        return self.activity is not None
+
+    @property
+    def browsing_allowed(self) -> bool:
+        return self.local is None and (self.activity is None or self.activity in BROWSABLE)
 
     def _net_context(self) -> contextlib.ExitStack:
         """No autograd, and fp16 autocast on CUDA unless --no_amp (as the original). Thread-local:
-        entered on whichever thread runs the networks."""
+        entered on whichever thread runs the networks, never across a yield."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.no_grad())
         if self.amp:
             stack.enter_context(torch.autocast(device_type="cuda"))
         return stack
 
+    # ------------------------------------------------------------------ jobs
+    def _begin(self, kind: str) -> None:
+        self.activity = kind
+        self.progress = (0, 0)
+        self._refused_during = None
+
+    def _end(self) -> None:
+        self.activity = None
+        self.progress = (0, 0)
+
+    def _refuse_if_busy(self) -> bool:
+        """True (and one console line per job) when a job runs: the input is not taken."""
+        if self.activity is None:
+            return False
+        if self._refused_during != self.activity:
+            self._refused_during = self.activity
+            self.log(f"Busy ({ACTIVITY[self.activity]}): input ignored until it finishes.")
+        return True
+
     # ------------------------------------------------------------------ console / status
+    def set_log_sink(self, sink: Callable[[str], None] | None) -> None:
+        """Where every later console line goes too (the view's console; any thread)."""
+        self._log_sink = sink
+
     def log(self, text: str) -> None:
         line = "[A: %03.2f, U: %03.2f]: %s" % (self.algo_timer.seconds(), self.user_timer.seconds(), text)
         self.console.append(line)
-        if self._log_cb is not None:
-            self._log_cb(line)
+        if self._log_sink is not None:
+            self._log_sink(line)
 
     def _start_timers(self) -> None:
         if self.waiting_to_start:
@@ -186,6 +232,13 @@ class AnnotationController:
             self.algo_timer.start()
             self.user_timer.start()
             self.log("Timers started.")
+
+    def activity_text(self) -> str:
+        """What runs now, for the progress bar: ``"Idle"``, ``"f-BRS click…"``, ``"Propagating… 3/10"``."""
+        if self.activity is None:
+            return "Idle"
+        done, total = self.progress
+        return ACTIVITY[self.activity] + (f" {done}/{total}" if total > 0 else "")
 
     def status_text(self) -> str:
         speed = "–" if self.last_speed_fps is None else f"{self.last_speed_fps:.1f} frames/s"
@@ -195,8 +248,10 @@ class AnnotationController:
         gpu = ""
         if device is not None and getattr(device, "type", "") == "cuda":
             gpu = f" (GPU {torch.cuda.memory_allocated(device) / 2 ** 20:.0f} MiB)"
-        return (f"Frame {self.cursor} / {self.num_frames - 1} | Object {self.current_object} / {self.num_objects}"
-                f" | {self.mode} | last propagation: {speed} | memory: {mem:.0f} MiB{gpu}{local}")
+        where = f" | {self.device_text}" if self.device_text else ""
+        return (f"{self.activity_text()} | Frame {self.cursor} / {self.num_frames - 1} | Object "
+                f"{self.current_object} / {self.num_objects} | {self.mode} | last propagation: {speed}"
+                f" | memory: {mem:.0f} MiB{gpu}{where}{local}")
 
     def lcd_text(self) -> str:
         return "{: 3d} / {: 3d}".format(self.cursor, self.num_frames - 1)
@@ -207,14 +262,17 @@ class AnnotationController:
         return self.free_brush_size if self.mode == "Free" else DEFAULT_BRUSH
 
     def enabled(self) -> dict[str, bool]:
-        """Which controls the view should enable."""
-        nav = not self.in_local_mode and not self.busy
-        return {"navigate": nav, "propagate": nav, "zoom": nav, "play": nav,
-                "finish_local": self.in_local_mode and not self.busy,
-                "commit": self.mode == "Scribble" and not self.busy,
-                "brush": self.mode == "Free",
-                "undo": not self.busy, "reset": nav, "draw": not self.busy,
-                "add_object": nav, "export": nav, "cancel": self.busy}
+        """Which controls the view should enable (the one place that decides)."""
+        idle = self.activity is None
+        frame_idle = idle and not self.in_local_mode
+        browse = self.browsing_allowed
+        return {"navigate": browse, "play": browse, "propagate": frame_idle, "zoom": True,
+                "finish_local": self.in_local_mode and idle,
+                "commit": self.mode == "Scribble" and idle,
+                "brush": self.mode == "Free" and idle, "mode": idle, "object": idle,
+                "undo": idle, "reset": frame_idle, "draw": idle, "add_object": frame_idle,
+                "export": frame_idle, "overlay": True,
+                "cancel": self.activity in ("propagate", "export")}
 
     # ------------------------------------------------------------------ workspace
     def _open_workspace(self) -> None:
@@ -225,7 +283,6 @@ class AnnotationController:
             self.workspace_error = str(e)
             self.log(f"Workspace not used: {e}")
             return
-        self.workspace_error = None
         if state is None:
             ws.save_session(self.num_objects, 0, [], None)
             self.log(f"New workspace {ws.root}; masks are autosaved there after every propagation.")
@@ -235,26 +292,21 @@ class AnnotationController:
     def _resume(self, state: SessionState) -> None:
         while self.num_objects < state.num_objects:
             self.core.add_object()
-            self.num_objects += 1
-        if self.num_objects != self.s2m_num_objects():
-            self.s2m = self.s2m_factory(self.num_objects)
-        self.vis.num_objects = self.num_objects
         for t, mask in state.masks.items():
             if mask.max() > 0:
-                self._restore_frame(t, mask)
+                # the soft probabilities are not saved (too large for long videos): the hard mask stands in
+                self.core.restore_frame(t, self._onehot(mask))
         self.core.mark_interacted(t for t in state.interacted if 0 <= t < self.num_frames)
         self.cursor = min(max(state.cursor, 0), self.num_frames - 1)
         if state.pending_frame is not None and state.pending_frame in state.masks:
             # an interaction that was not propagated before the session ended: propagate-able again
             self.cursor = int(state.pending_frame)
-            self.interacted_mask = self._onehot(state.masks[self.cursor])
-            self.pending_frame = self.cursor
+            self.frame.move_to(self.cursor)
+            self.frame.set_mask(self._onehot(state.masks[self.cursor]))
+        self.frame.move_to(self.cursor)
         self.resumed = True
         self._viz_cache = None
         self.log(f"Resumed workspace {self.workspace.root}: {len(state.masks)} masks, {self.num_objects} objects.")
-
-    def s2m_num_objects(self) -> int:
-        return int(getattr(self.s2m, "num_objects", self.num_objects))
 
     def _onehot(self, mask: np.ndarray) -> torch.Tensor:
         """``H×W`` labels → padded one-hot probabilities ``(K+1)×1×H'×W'`` (pad area = background)."""
@@ -263,50 +315,79 @@ class AnnotationController:
         oh = oh.permute(2, 0, 1).unsqueeze(1).float()
         oh, _ = pad_divide_by(oh, 16)
         oh[0] = torch.where(oh[1:].sum(0) == 0, torch.ones_like(oh[0]), oh[0])
-        return oh.to(self._device())
-
-    def _device(self) -> torch.device:
-        return self.core.get_image(self.cursor).device
-
-    def _restore_frame(self, t: int, mask: np.ndarray) -> None:
-        """Put a saved mask back into the core: hard probabilities + displayed mask."""
-        # the soft probabilities are not saved (too large for long videos): the hard mask stands in
-        self.core.restore_frame(t, self._onehot(mask))
+        return oh.to(self.core.get_image(0).device)
 
     def autosave(self, frames=None) -> None:
+        """Write the changed masks of ``frames`` (default all) and the session to the workspace."""
+        self.unsaved_edits = True
         ws = self.workspace
         if ws is None or not ws.writable:
             return
         try:
             n = ws.save_masks(self.core.np_masks, frames)
-            ws.save_session(self.num_objects, self.cursor, self.core.interacted_frames, self.pending_frame)
+            ws.save_session(self.num_objects, self.cursor, self.core.interacted_frames, self.frame.mask_frame)
         except OSError as e:
             self.log(f"Autosave failed ({type(e).__name__}: {e}); check that {ws.root} is writable.")
             return
+        self.unsaved_edits = False
         if frames is None:
             self.log(f"Autosaved {n} changed masks to {ws.mask_dir}.")
 
+    def close_question(self) -> str | None:
+        """What to ask before the window closes, or ``None`` when nothing would be lost."""
+        if not self.unsaved_edits:
+            return None
+        if self.workspace is None:
+            why = "this session has no workspace"
+        elif self.workspace_error:
+            why = f"autosave to {self.workspace.root} is off for this session: it cannot be used for this video"
+        else:
+            why = "the last autosave failed"
+        return (f"The masks of this session are not saved ({why}). Save them to a new workspace folder "
+                "before closing?")
+
+    def save_workspace_to(self, folder: str | os.PathLike) -> bool:
+        """Move the session to a new workspace ``folder`` (empty, or this video's) and save everything
+        there. Returns False (with a console line) when that folder cannot be used."""
+        ws = Workspace(Path(folder))
+        try:
+            ws.root.mkdir(parents=True, exist_ok=True)
+            ws.open(self.frames.identity(), (self.width, self.height))
+        except (WorkspaceError, OSError) as e:
+            self.log(f"Cannot save there: {e}")
+            return False
+        self.workspace, self.workspace_error = ws, None
+        self.autosave()
+        return not self.unsaved_edits
+
+    def default_export_dir(self) -> Path:
+        """An existing folder for the export dialog: ``<workspace>/export`` (created) when the
+        workspace is this session's, else the current folder."""
+        ws = self.workspace
+        if ws is not None and ws.writable:
+            folder = ws.root / "export"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                return folder
+            except OSError:
+                pass
+        return Path.cwd()
+
     # ------------------------------------------------------------------ frame / object / mode
     def set_frame(self, t: int) -> None:
+        """Show frame ``t``. While a propagation or export runs the user may browse (the job is not
+        disturbed); in local control or during an interaction the frame stays."""
         t = int(min(max(t, 0), self.num_frames - 1))
-        if self.in_local_mode:
+        if not self.browsing_allowed:
             return
-        self._start_timers()
-        self.reset_this_interaction()
+        if self.activity is None:
+            self._start_timers()
+            self.frame.move_to(t)
         self.cursor = t
         self._viz_cache = None
 
-    def next_frame(self) -> None:
-        self.set_frame(self.cursor + 1)
-
-    def prev_frame(self) -> None:
-        self.set_frame(self.cursor - 1)
-
-    def play_tick(self) -> None:
-        self.set_frame(0 if self.cursor >= self.num_frames - 1 else self.cursor + 1)
-
     def set_object(self, k: int) -> None:
-        if not 1 <= k <= self.num_objects or k == self.current_object:
+        if not 1 <= k <= self.num_objects or k == self.current_object or self._refuse_if_busy():
             return
         self.current_object = int(k)
         if self.fbrs is not None:
@@ -316,12 +397,15 @@ class AnnotationController:
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown interaction mode {mode!r}; use one of {', '.join(MODES)}")
+        if self._refuse_if_busy():
+            return
         self.mode = mode
 
     def set_brush_size(self, size: int) -> None:
         self.free_brush_size = int(min(max(size, 1), 100))
-        if isinstance(self._active(), FreeInteraction):
-            self._active().set_size(self.free_brush_size)
+        it = self.target.interaction
+        if isinstance(it, FreeInteraction) and self.activity is None:
+            it.set_size(self.free_brush_size)
 
     def wheel(self, delta_y: int) -> None:
         """Mouse wheel: brush size += ``delta_y // 30`` in Free mode (≈ ±4 per notch)."""
@@ -340,45 +424,50 @@ class AnnotationController:
     def zoom_out(self) -> None:
         self.zoom_pixels = min(ZOOM_MAX, self.zoom_pixels + ZOOM_STEP)
 
-    def add_object(self) -> int:
-        """Add an object mid-session (not in local mode, not while propagating). Returns its id."""
-        if self.in_local_mode or self.busy:
-            self.log("Finish local control / propagation before adding an object.")
-            return self.num_objects
-        self.reset_this_interaction()
-        self.core.add_object()
-        self.num_objects += 1
-        self.s2m = self.s2m_factory(self.num_objects)
-        self.vis.num_objects = self.num_objects
-        if self.interacted_mask is not None:
-            zero = torch.zeros_like(self.interacted_mask[:1])
-            self.interacted_mask = torch.cat([self.interacted_mask, zero], 0)
-        self.current_object = self.num_objects
-        if self.fbrs is not None:
-            self.fbrs.unanchor()
-        self.log(f"Added object {self.num_objects}; it is now the current object.")
-        self.autosave(frames=[])
-        return self.num_objects
+    def add_object(self) -> Job | None:
+        """Add an object mid-session (not in local control, not while busy). The core re-encodes the
+        interactions' memory for the new count: a job."""
+        if self.in_local_mode:
+            self.log("Finish local control before adding an object.")
+            return None
+        if self._refuse_if_busy():
+            return None
+        self.frame.reset()
+
+        def steps():
+            with self._net_context():
+                self.core.add_object()
+            if self.frame.mask is not None:
+                self.frame.mask = torch.cat([self.frame.mask, torch.zeros_like(self.frame.mask[:1])], 0)
+            self.current_object = self.num_objects
+            if self.fbrs is not None:
+                self.fbrs.unanchor()
+            self.log(f"Added object {self.num_objects}; it is now the current object.")
+            self.autosave(frames=[])
+            yield 1, 1
+
+        return Job(self, "add_object", steps)
 
     # ------------------------------------------------------------------ display
     @property
     def view_size(self) -> tuple[int, int]:
-        """(w, h) of the image the canvas shows now (the crop in local mode)."""
-        if self.in_local_mode:
-            return self.local_np_im.shape[1], self.local_np_im.shape[0]
-        return self.width, self.height
+        """(w, h) of the image the canvas shows now (the crop in local control)."""
+        return self.target.width, self.target.height
 
     def current_mask(self) -> np.ndarray:
-        """``H×W`` uint8 labels of the current frame (working resolution)."""
-        return np.asarray(self.core.np_masks[self.cursor])
+        """``H×W`` uint8 labels of the shown frame (working resolution); during a propagation the
+        newest result of that frame."""
+        live = self._live.get(self.cursor)
+        return live if live is not None else np.asarray(self.core.np_masks[self.cursor])
 
     def _viz(self) -> np.ndarray:
         # read the cache once: the worker thread may reset it while the GUI thread draws
         cache = self._viz_cache
-        if self.in_local_mode:
-            key = ("local", self.overlay_mode, hash(self.local_np_mask.tobytes()))
+        local = self.local
+        if local is not None:
+            key = ("local", self.overlay_mode, hash(local.np_mask.tobytes()))
             if cache is None or cache[0] != key:
-                cache = (key, overlay(self.local_np_im, self.local_np_mask, self.overlay_mode, self.num_objects))
+                cache = (key, overlay(local.view_image, local.np_mask, self.overlay_mode, self.num_objects))
         else:
             mask = np.array(self.current_mask())
             key = ("global", self.cursor, self.overlay_mode, hash(mask.tobytes()))
@@ -390,7 +479,10 @@ class AnnotationController:
 
     def render(self, with_brush: bool = True) -> np.ndarray:
         """The canvas image ``h×w×3`` uint8: overlay, strokes, brush preview / local rectangle."""
-        out = (self.local_vis if self.in_local_mode else self.vis).composite(self._viz())
+        out = self._viz()
+        if self.local is not None or self.frame.t == self.cursor:
+            # strokes belong to the frame they were drawn on (browsing during a propagation moves away)
+            out = self.target.canvas.composite(out)
         if not with_brush:
             return out
         out = out.copy()
@@ -408,7 +500,7 @@ class AnnotationController:
         y0, y1 = max(box[2], 0), min(box[3], h - 1)
         if x1 < x0 or y1 < y0:
             return out
-        layer = StrokeCanvas(y1 - y0 + 1, x1 - x0 + 1, self.num_objects)
+        layer = stroke_canvas(y1 - y0 + 1, x1 - x0 + 1)
         if shape == "rect":
             cv2.rectangle(layer.colour, (box[0] - x0, box[2] - y0), (box[1] - x0, box[3] - y0), colour, thickness=-1)
             cv2.rectangle(layer.alpha, (box[0] - x0, box[2] - y0), (box[1] - x0, box[3] - y0), 0.5, thickness=-1)
@@ -418,7 +510,7 @@ class AnnotationController:
         return out
 
     def minimap(self, rendered: np.ndarray | None = None) -> np.ndarray:
-        """Square patch of ``zoom_pixels`` around the pointer (frozen full frame in local mode).
+        """Square patch of ``zoom_pixels`` around the pointer (frozen full frame in local control).
         ``rendered``: the current :meth:`render` output, if the caller has it already."""
         if self.in_local_mode and self.minimap_in_local is not None:
             return self.minimap_in_local
@@ -429,218 +521,148 @@ class AnnotationController:
         ey = int(round(max(r, min(self.height - r, ey))))
         return np.ascontiguousarray(full[max(ey - r, 0):ey + r, max(ex - r, 0):ex + r])
 
-    # ------------------------------------------------------------------ pointer input
-    def _active(self) -> Interaction | None:
-        return self.local_interaction if self.in_local_mode else self.interaction
+    def colours(self) -> np.ndarray:
+        """``(K+1)×3`` uint8 object colours (for the view's object buttons)."""
+        return object_colours(self.num_objects)
 
+    # ------------------------------------------------------------------ pointer input
     def move(self, x: float, y: float) -> None:
-        """Pointer moved to image coordinates (x, y) (the crop's in local mode)."""
+        """Pointer moved to image coordinates (x, y) (the crop's in local control)."""
         self.hover = (x, y)
         if self.pressed and not self.ctrl_drag and self.mode in ("Scribble", "Free"):
             label = 0 if self.right_click else self.current_object
-            vis = self.local_vis if self.in_local_mode else self.vis
-            self._active().push_point(x, y, label, vis)
+            self.target.interaction.push_point(x, y, label, self.target.canvas)
 
     def press(self, x: float, y: float, positive: bool = True, ctrl: bool = False) -> None:
         """Mouse press: ``positive`` = left button; ``ctrl`` = Ctrl held (starts a local region)."""
-        if self.busy:
+        if self._refuse_if_busy():
             return
         self._start_timers()
         self.user_timer.pause()
+        target = self.target
         self.ctrl_drag = bool(ctrl and positive and not self.in_local_mode)
         self.pressed = True
         self.right_click = not positive
-        if self.in_local_mode:
-            self.local_vis_hist.append(self.local_vis.snapshot())
-        else:
-            self.vis_hist.append(self.vis.snapshot())
+        target.snapshot_canvas()
         if self.ctrl_drag:
-            self.complete_interaction()
+            target.complete()
             self.local_start = (x, y)
         elif self.mode == "Click" and self.fbrs is None:
             self.log("Click mode needs the f-BRS model (--fbrs_model); use Scribble or Free.")
             self.pressed = False
         else:
-            self._maybe_new_interaction()
+            self._maybe_new_interaction(target)
         self.move(x, y)
         self.user_timer.start()
 
-    def _maybe_new_interaction(self) -> None:
-        if self.in_local_mode:
-            last = self.local_interaction
-            prev_soft = (self.local_interactions[-1].out_prob if last is None else last.out_prob)
-            prev_hard = torch.argmax(self.local_interacted_mask, 0).to(torch.uint8)
-            image, pad = self.local_torch_im, self.local_pad
-            h, w = self.local_np_im.shape[:2]
-        else:
-            last = self.interaction
-            if last is not None:
-                prev_soft = last.out_prob
-            elif self.this_frame_interactions:
-                prev_soft = self.this_frame_interactions[-1].out_prob
-            else:
-                prev_soft = self.core.get_prob(self.cursor)[1:]
-            prev_hard = self.core.get_mask(self.cursor)
-            image, pad = self.core.get_image(self.cursor), self.core.pad
-            h, w = self.height, self.width
+    def _maybe_new_interaction(self, target: EditTarget) -> None:
+        last = target.interaction
+        h, w = target.height, target.width
         new = None
         if self.mode == "Scribble":
             if not isinstance(last, ScribbleInteraction):
-                self.complete_interaction()
-                new = ScribbleInteraction(image, prev_hard, (h, w), self.s2m, self.num_objects)
+                target.complete()
+                new = ScribbleInteraction(target.image, target.prev_hard(), (h, w), self.s2m, self.num_objects)
         elif self.mode == "Free":
             if not isinstance(last, FreeInteraction):
-                self.complete_interaction()
-                new = FreeInteraction(image, prev_soft, (h, w), self.num_objects, pad, self.free_brush_size)
-        else:
-            if not isinstance(last, ClickInteraction) or last.tar_obj != self.current_object:
-                self.complete_interaction()
-                self.fbrs.unanchor()
-                # the crop's own pad in local mode (the original used the frame's pad there: a bug)
-                new = ClickInteraction(image, prev_soft, (h, w), self.fbrs, self.current_object, pad)
+                target.complete()
+                new = FreeInteraction(target.image, target.prev_soft(), (h, w), self.num_objects, target.pad,
+                                      self.free_brush_size)
+        elif not isinstance(last, ClickInteraction) or last.tar_obj != self.current_object:
+            target.complete()
+            self.fbrs.unanchor()
+            # the target's own pad (the crop's in local control; the original used the frame's: a bug)
+            new = ClickInteraction(target.image, target.prev_soft(), (h, w), self.fbrs, self.current_object,
+                                   target.pad)
         if new is not None:
-            if self.in_local_mode:
-                self.local_interaction = new
-            else:
-                self.interaction = new
+            target.interaction = new
 
-    def release(self, x: float, y: float) -> None:
+    def release(self, x: float, y: float) -> Job | None:
+        """Mouse release. Ends a Ctrl-drag (enters local control, no job) or an interaction: the
+        stroke / click is recorded here, the network (f-BRS, S2M, free-paint aggregation) runs in the
+        returned job."""
         if not self.pressed:
-            return
+            return None
         self.user_timer.pause()
         try:
-            with self._net_context():
-                self._release(x, y)
+            if self.ctrl_drag:
+                self.frame.canvas.clear()
+                self.ctrl_drag = False
+                self.enter_local_control(bbox_from_points(self.local_start, (x, y)))
+                return None
+            return self._interaction_job(x, y)
         finally:
             self.pressed = self.ctrl_drag = self.right_click = False
             self.user_timer.start()
 
-    def _release(self, x: float, y: float) -> None:
-        if self.ctrl_drag:
-            self.vis.clear()
-            self.ctrl_drag = False
-            self.enter_local_control(bbox_from_points(self.local_start, (x, y)))
+    def _interaction_job(self, x: float, y: float) -> Job:
+        target, mode, negative = self.target, self.mode, self.right_click
+        interaction = target.interaction
+        self.log("Interaction %s at frame %d." % (mode, self.cursor))
+        if mode in ("Scribble", "Free"):
+            self.move(x, y)
+            interaction.end_path()
+            if mode == "Free":
+                target.canvas.clear()
         else:
-            self.log("Interaction %s at frame %d." % (self.mode, self.cursor))
-            interaction = self._active()
-            if self.mode in ("Scribble", "Free"):
-                self.move(x, y)
-                interaction.end_path()
-                if self.mode == "Free":
-                    (self.local_vis if self.in_local_mode else self.vis).clear()
-            else:
-                vis = self.local_vis if self.in_local_mode else self.vis
-                interaction.push_point(x, y, self.right_click, vis)
-            mask = interaction.predict()
-            if self.in_local_mode:
-                self.local_interacted_mask = mask
-            else:
-                self.interacted_mask = mask
-                self.pending_frame = self.cursor
-            self.update_interacted_mask()
-            if not self.in_local_mode:
-                # a crash now must not lose this frame's edit
-                self.autosave(frames=[self.cursor])
+            # the dot shows at once; f-BRS runs in the job
+            target.canvas.dot((x, y), 0 if negative else interaction.tar_obj)
+
+        def steps():
+            with self._net_context():
+                if mode == "Click":
+                    interaction.push_point(x, y, negative)
+                target.set_mask(interaction.predict())
+            self._show_edit()
+            yield 1, 1
+
+        return Job(self, mode, steps)
+
+    def _show_edit(self) -> None:
+        """Display the target's mask; a frame edit is autosaved at once (a crash must not lose it)."""
+        self.target.show()
+        self._viz_cache = None
+        if self.local is None:
+            self.autosave(frames=[self.frame.mask_frame])
 
     # ------------------------------------------------------------------ interaction bookkeeping
-    def update_interacted_mask(self) -> None:
-        if self.in_local_mode:
-            hard = torch.argmax(self.local_interacted_mask, 0)
-            self.local_np_mask = unpad(hard, self.local_pad)[0].to(torch.uint8).cpu().numpy()
-        else:
-            self.core.update_mask_only(self.interacted_mask, self.cursor)
-        self._viz_cache = None
-
-    def complete_interaction(self) -> None:
-        if self.in_local_mode:
-            if self.local_interaction is not None:
-                self.local_vis.clear()
-                self.local_interactions.append(self.local_interaction)
-                self.local_interaction = None
-        elif self.interaction is not None:
-            self.vis.clear()
-            self.this_frame_interactions.append(self.interaction)
-            self.interaction = None
-
-    def _clear_visualization(self) -> None:
-        if self.in_local_mode:
-            self.local_vis.clear()
-            self.local_vis_hist.clear()
-        else:
-            self.vis.clear()
-            self.vis_hist.clear()
-
-    def reset_this_interaction(self) -> None:
-        self.complete_interaction()
-        self._clear_visualization()
-        if self.in_local_mode:
-            self.local_interaction = None
-            self.local_interactions = self.local_interactions[:1]
-        else:
-            self.interaction = None
-            self.this_frame_interactions = []
-        if self.fbrs is not None:
-            self.fbrs.unanchor()
-
     def commit(self) -> None:
         """Scribble mode: close the current scribble interaction; the next stroke starts a new one
         from the current result."""
-        self.complete_interaction()
-        if self._current_interacted_mask() is not None:
-            self.update_interacted_mask()
-
-    def _current_interacted_mask(self):
-        return self.local_interacted_mask if self.in_local_mode else self.interacted_mask
-
-    def undo(self) -> None:
-        if self.busy:
+        if self._refuse_if_busy():
             return
-        with self._net_context():
-            self._undo()
+        target = self.target
+        target.complete()
+        if target.mask is not None and (self.local is not None or target.mask_frame == self.cursor):
+            target.show()
+            self._viz_cache = None
 
-    def _undo(self) -> None:
-        if self.in_local_mode:
-            li = self.local_interaction
-            if li is not None and li.can_undo():
-                self.local_interacted_mask = li.undo()
-            else:
-                if li is None and len(self.local_interactions) > 1:
-                    self.local_interactions = self.local_interactions[:-1]
-                elif li is not None and len(self.local_interactions) > 1:
-                    self.local_interaction = None
-                else:
-                    self.reset_this_interaction()
-                self.local_interacted_mask = self.local_interactions[-1].predict()
-            if self.local_vis_hist:
-                self.local_vis.restore(self.local_vis_hist.pop())
-        else:
-            gi = self.interaction
-            if gi is not None and gi.can_undo():
-                self.interacted_mask = gi.undo()
-            elif gi is None and len(self.this_frame_interactions) > 1:
-                self.this_frame_interactions = self.this_frame_interactions[:-1]
-                self.interacted_mask = self.this_frame_interactions[-1].predict()
-            elif gi is not None and self.this_frame_interactions:
-                self.interaction = None
-                self.interacted_mask = self.this_frame_interactions[-1].predict()
-            else:
-                self.reset_this_interaction()
-                self.interacted_mask = self.core.get_prob(self.cursor).clone()
-            self.pending_frame = self.cursor
-            if self.vis_hist:
-                self.vis.restore(self.vis_hist.pop())
-        self.log("Undo.")
-        self.update_interacted_mask()
-        if not self.in_local_mode:
-            self.autosave(frames=[self.cursor])
+    def undo(self) -> Job | None:
+        """One step back (may rerun S2M or f-BRS: a job)."""
+        if self._refuse_if_busy():
+            return None
+        target = self.target
+
+        def steps():
+            with self._net_context():
+                target.undo()
+            if target is self.frame:
+                self.frame.set_mask(self.frame.mask)
+            self.log("Undo.")
+            self._show_edit()
+            yield 1, 1
+
+        return Job(self, "undo", steps)
 
     def reset_frame(self) -> None:
         """Zero the displayed mask of this frame; the core's probabilities are kept on purpose
         (the next propagation needs them for the difference masks)."""
-        if self.in_local_mode or self.busy:
+        if self.in_local_mode or self._refuse_if_busy():
             return
         self.core.clear_mask(self.cursor)
-        self.reset_this_interaction()
+        self.frame.reset()
+        if self.fbrs is not None:
+            self.fbrs.unanchor()
         self._viz_cache = None
         self.log(f"Reset frame {self.cursor}.")
         self.autosave(frames=[self.cursor])
@@ -654,139 +676,113 @@ class AnnotationController:
             self.log("Local region too small; drag a larger rectangle with Ctrl held.")
             return
         self.minimap_in_local = self.render(with_brush=False)
-        self.in_local_mode = True
-        self.local_bb = (lx, ux, ly, uy)
         # always the last propagated probabilities, as the original
-        cropper = CropperInteraction(self.core.get_image(self.cursor), self.core.get_prob(self.cursor)[1:],
-                                     self.core.pad, self.local_bb)
-        self.local_interactions = [cropper]
-        self.local_interaction = None
-        self.local_interacted_mask = cropper.out_mask
-        self.local_torch_im = cropper.im_crop
-        self.local_pad = cropper.pad
-        self.local_np_im = np.ascontiguousarray(np.asarray(self.frames[self.cursor])[ly:uy + 1, lx:ux + 1])
-        self.local_vis = StrokeCanvas(uy - ly + 1, ux - lx + 1, self.num_objects)
-        self.local_vis_hist = deque(maxlen=STROKE_HISTORY)
+        crop = np.ascontiguousarray(np.asarray(self.frames[self.cursor])[ly:uy + 1, lx:ux + 1])
+        self.local = LocalTarget(self.core.get_image(self.cursor), self.core.get_prob(self.cursor)[1:],
+                                 self.core.pad, (lx, ux, ly, uy), crop)
         self.hover = ((ux - lx) / 2, (uy - ly) / 2)
-        self.update_interacted_mask()
+        self._viz_cache = None
         self.log("Entered local control.")
 
     def finish_local(self) -> None:
-        if not self.in_local_mode:
+        """Paste the crop's result back into the frame (a cheap tensor paste, no network)."""
+        local = self.local
+        if local is None or self._refuse_if_busy():
             return
-        self.complete_interaction()
-        self.in_local_mode = False
-        if self.this_frame_interactions:
-            prev_soft = self.this_frame_interactions[-1].out_prob
-        else:
-            prev_soft = self.core.get_prob(self.cursor)[1:]
-        self.interaction = LocalInteraction(self.core.get_image(self.cursor), prev_soft,
-                                            (self.height, self.width), self.local_bb,
-                                            self.local_interactions[-1].out_prob, self.core.pad, self.local_pad)
-        self.interacted_mask = self.interaction.predict()
-        self.pending_frame = self.cursor
-        self.complete_interaction()
-        self.update_interacted_mask()
-        self.local_vis = None
+        local.complete()
+        self.local = None
+        frame = self.frame
+        frame.interaction = LocalInteraction(frame.image, frame.prev_soft(), (self.height, self.width), local.bbox,
+                                             local.history[-1].out_prob, frame.pad, local.pad)
+        frame.set_mask(frame.interaction.predict())
+        frame.complete()
         self.minimap_in_local = None
-        lx, ux, ly, uy = self.local_bb
+        lx, ux, ly, uy = local.bbox
         self.hover = ((lx + ux) / 2, (ly + uy) / 2)
+        self._show_edit()
         self.log("Finished local control.")
-        self.autosave(frames=[self.cursor])
 
     # ------------------------------------------------------------------ propagation
-    def propagate_iter(self) -> Iterator[tuple[int, int]]:
-        """Propagate the current frame's interaction through the clip.
-
-        Yields ``(frames_done, frames_total)`` after each frame; closing the iterator early
-        cancels (the core stays consistent, the frames done so far are kept and autosaved).
-        Runs on a worker thread in the GUI: it touches no view state.
-        """
+    def propagate(self) -> Job | None:
+        """Propagate the frame's edit through the clip, or ``None`` (with a console line) when there is
+        nothing to propagate from the shown frame. The job yields ``(frames_done, frames_total)``
+        after each frame; closing it cancels (the frames done so far are kept and autosaved)."""
         if self.in_local_mode:
             self.log("Finish local control before propagating.")
-            return
-        if self.interacted_mask is None:
+            return None
+        if self._refuse_if_busy():
+            return None
+        frame = self.frame
+        if frame.mask is None:
             self.log("Cannot propagate! No interacted mask!")
-            return
-        if self.pending_frame is not None and self.pending_frame != self.cursor:
+            return None
+        if frame.mask_frame != self.cursor:
             # the original would propagate frame N's edit as if drawn here: refuse instead
-            self.log(f"Cannot propagate from frame {self.cursor}: the last edit is on frame {self.pending_frame}; "
+            self.log(f"Cannot propagate from frame {self.cursor}: the last edit is on frame {frame.mask_frame}; "
                      "go back there (or edit this frame) and propagate.")
-            return
+            return None
+        return Job(self, "propagate", lambda: self._propagation_steps(frame.mask, frame.mask_frame))
+
+    def _propagation_steps(self, mask: torch.Tensor, t0: int) -> Iterator[tuple[int, int]]:
+        """Runs on the worker thread: touches the core, never the view."""
         self.user_timer.pause()
-        self.busy = True
         self.log("Propagation started.")
+        backward, forward = self.core.pass_bounds(t0)
+        # the order in which the core propagates: forward to its stop, then backward
+        order = list(range(t0 + 1, forward)) + list(range(t0 - 1, backward, -1))
         start, done, total, finished = time.perf_counter(), 0, 0, False
-        steps = self.core.interact_iter(self.interacted_mask, self.cursor)
+        steps = self.core.interact_iter(mask, t0)
         try:
-            # the core enters its own no-grad / autocast per step (thread-local state never spans a yield)
             for done, total in steps:
+                if 0 < done <= len(order):
+                    # the core refreshes its masks when the pass ends: show each frame's newest result now
+                    t = order[done - 1]
+                    hard = torch.argmax(self.core.get_prob(t), 0)
+                    self._live[t] = unpad(hard, self.core.pad)[0].to("cpu", torch.uint8).numpy()
+                self.progress = (done, total)
                 yield done, total
             finished = True
         finally:
             steps.close()
+            self._live.clear()
             elapsed = time.perf_counter() - start
             self.last_propagation_s = elapsed
             self.last_speed_fps = done / elapsed if done and elapsed > 0 else None
-            self.busy = False
-            self.reset_this_interaction()
+            self.frame.move_to(self.cursor)
+            if self.fbrs is not None:
+                self.fbrs.unanchor()
             self._viz_cache = None
             if finished:
-                self.interacted_mask = None
-                self.pending_frame = None
+                self.frame.clear_pending()
                 self.log("Propagation finished!")
             else:
                 self.log(f"Propagation cancelled after {done} of {total} frames.")
             self.autosave()
             self.user_timer.start()
 
-    def propagate(self) -> None:
-        """Run a whole propagation on this thread (scripts and tests)."""
-        for _ in self.propagate_iter():
-            pass
-
     # ------------------------------------------------------------------ export
-    def export_iter(self, out_dir: str | os.PathLike, video: bool = True) -> Iterator[tuple[int, int]]:
-        """Write ``mask/%05d.png`` (palette, object ids) and ``overlay/%05d.png`` (davis overlay) at the
-        video's ORIGINAL resolution (masks nearest-resized up), plus ``overlay.mp4``. Yields progress;
-        closing the iterator early cancels (no partial video is left behind)."""
-        out = Path(out_dir)
-        self.log(f"Saving masks and overlays to {out} ...")
+    def export(self, out_dir: str | os.PathLike, video: bool = True) -> Job | None:
+        """Write ``mask/%05d.png`` (palette, object ids) and ``overlay/%05d.png`` (the chosen overlay
+        mode) at the video's ORIGINAL resolution (masks nearest-resized up), plus ``overlay.mp4`` (an odd
+        width / height gets its last column / row repeated: the encoder needs even sizes). Closing the
+        job early cancels (no partial video is left behind)."""
+        if self.in_local_mode:
+            self.log("Finish local control before exporting.")
+            return None
+        if self._refuse_if_busy():
+            return None
+        return Job(self, "export", lambda: self._export_steps(Path(out_dir), video, self.overlay_mode))
+
+    def _export_steps(self, out: Path, video: bool, mode: str) -> Iterator[tuple[int, int]]:
         ok = False
+        self.log(f"Saving masks and {mode} overlays to {out} ...")
         try:
-            with contextlib.ExitStack() as stack:
-                writer = None
-                ow, oh = self.frames.original_size
-                if video:
-                    tmp_video = stack.enter_context(atomic_path(out / "overlay.mp4"))   # ends in .mp4
-                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             float(getattr(self.frames, "fps", 25.0)), (ow, oh))
-                    if not writer.isOpened():
-                        self.log("OpenCV cannot write mp4 here; the overlay video is skipped.")
-                        writer = None
-                    else:
-                        stack.callback(writer.release)   # runs before the atomic rename
-                for t in range(self.num_frames):
-                    mask = np.asarray(self.core.np_masks[t])
-                    if mask.shape != (oh, ow):
-                        mask = cv2.resize(mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
-                    save_mask_png(out / "mask" / f"{t:05d}.png", mask)
-                    vis = cv2.cvtColor(overlay(self.frames.read_original(t), mask, "davis", self.num_objects),
-                                       cv2.COLOR_RGB2BGR)
-                    with atomic_path(out / "overlay" / f"{t:05d}.png") as tmp:   # ends in .png
-                        if not cv2.imwrite(str(tmp), vis):
-                            raise OSError(f"cannot write {tmp}")
-                    if writer is not None:
-                        writer.write(vis)
-                    yield t + 1, self.num_frames
+            for done, total in export_steps(self.frames, self.core.np_masks, out, mode, self.num_objects, video,
+                                            self.log):
+                self.progress = (done, total)
+                yield done, total
             ok = True
+            if self.workspace is None or not self.workspace.writable:
+                self.unsaved_edits = False    # the masks are on disk now
         finally:
             self.log("Done." if ok else "Export cancelled.")
-
-    def export(self, out_dir: str | os.PathLike, video: bool = True) -> None:
-        for _ in self.export_iter(out_dir, video):
-            pass
-
-    def colours(self) -> np.ndarray:
-        """``(K+1)×3`` uint8 object colours (for the view's object buttons)."""
-        return object_colours(self.num_objects)

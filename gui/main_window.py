@@ -2,9 +2,10 @@
 
 Everything here is widgets, signals and painting: user input is forwarded to the Qt-free
 :class:`gui.controller.AnnotationController` in image coordinates, and the window shows what the
-controller returns (uint8 RGB numpy images, strings, numbers). Long work (propagation, export)
-runs on a :class:`GeneratorWorker` thread so the window stays responsive; Cancel closes the
-generator on that thread.
+controller returns (uint8 RGB numpy images, strings, numbers), through public methods only. Every
+:class:`gui.jobs.Job` the controller returns (a click, a scribble, a free-paint stroke, undo,
+adding an object, propagation, export) runs on a :class:`GeneratorWorker` thread, so the window never
+freezes; Cancel closes a propagation or export between frames on that thread.
 """
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ from pathlib import Path
 
 import numpy as np
 from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
-from PyQt5.QtGui import QImage, QKeySequence, QPixmap
+from PyQt5.QtGui import QGuiApplication, QImage, QKeySequence, QPixmap
 from PyQt5.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox,
                              QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QShortcut, QSizePolicy,
                              QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from gui.controller import AnnotationController, view_to_image
+from gui.jobs import Job
 from gui.overlay import OVERLAY_MODES
+
+PROCEDURE = ("1. Label all objects in a frame with scribbles / clicks / free-hand drawing. 2. Propagate. "
+             "3. Find a frame with an error, correct it and propagate again. 4. Repeat.")
+TIPS = ("Ctrl + left-drag selects a local control region (Finish Local to go back). Right button labels "
+        "the background. Number keys pick the object (1-Red, 2-Green, 3-Blue, …). Commit only works for "
+        "scribbles (S2M): it closes the interaction. Masks are autosaved to the workspace after every "
+        "propagation and edit.")
 
 SHORTCUTS = [
     ("1 … 9", "select object 1 … 9 (1-Red, 2-Green, 3-Blue, ...)"),
@@ -49,7 +58,8 @@ def to_pixmap(image: np.ndarray) -> QPixmap:
 
 
 class GeneratorWorker(QObject):
-    """Runs a ``(done, total)`` generator on its own thread; ``cancel()`` stops it between steps."""
+    """Runs a ``(done, total)`` job on its own thread; ``cancel()`` stops it between steps (a
+    cancel that arrives before the first step stops it before any work)."""
 
     progress = pyqtSignal(int, int)
     finished = pyqtSignal(bool, str)   # completed?, error message ("" if none)
@@ -65,12 +75,12 @@ class GeneratorWorker(QObject):
     def run(self) -> None:
         completed, error = False, ""
         try:
-            for done, total in self._steps:
-                self.progress.emit(int(done), int(total))
-                if self._cancel:
+            while not self._cancel:
+                step = next(self._steps, None)
+                if step is None:
+                    completed = True
                     break
-            else:
-                completed = True
+                self.progress.emit(int(step[0]), int(step[1]))
         except Exception as e:   # shown in the console: a failing step must not kill the GUI
             error = f"{type(e).__name__}: {e}"
         finally:
@@ -120,15 +130,15 @@ class MainWindow(QWidget):
         for line in self.c.console:
             self.console.appendPlainText(line)
         self.log_line.connect(self.console.appendPlainText)
-        self.c._log_cb = self._on_log
-        if getattr(self.c, "workspace_error", None):
+        self.c.set_log_sink(self._on_log)
+        if self.c.workspace_error:
             self.show_message("Workspace not used", self.c.workspace_error, QMessageBox.Warning)
         self.refresh(full=True)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         c = self.c
-        self.setGeometry(100, 100, max(c.width, 640) + 260, max(c.height, 360) + 160)
+        self.setGeometry(100, 100, max(c.width, 640) + 260, max(c.height, 360) + 260)
         self.canvas = Canvas(self)
 
         # right panel
@@ -171,19 +181,19 @@ class MainWindow(QWidget):
         row.addWidget(self.add_object_button)
         row.addWidget(self.help_button)
         right.addLayout(row)
-        for text in ("Procedure:", "1. Label all objects in a frame with scribbles/clicks/free-hand drawing",
-                     "2. Propagate", "3. Find a frame with error, correct it and propagate again", "4. Repeat",
-                     "Tips:", "1: Use Ctrl+Left-click to drag-select a local control region.",
-                     "Click finish local to go back.", "2: Use Right-click to label background.",
-                     "3: Use Num-keys to change the object id. ", "(1-Red, 2-Green, 3-Blue, ...)",
-                     "4: \"Commit\" only works for S2M, it clears the buffer.",
-                     "5: Masks are autosaved to the workspace after every propagation."):
-            right.addWidget(QLabel(text))
+        # one compact line (the full procedure and tips are in the help): the panel fits small screens
+        tip = QLabel("Label every object on a frame, Propagate, fix a wrong frame, propagate again. "
+                     "F1: help and shortcuts.")
+        tip.setWordWrap(True)
+        right.addWidget(tip)
         right.addWidget(self.console)
 
+        right_panel = QWidget()
+        right_panel.setLayout(right)
+        right_panel.setMaximumWidth(360)
         draw_area = QHBoxLayout()
         draw_area.addWidget(self.canvas, 4)
-        draw_area.addLayout(right, 1)
+        draw_area.addWidget(right_panel, 1)
 
         # timeline
         self.tl_slider = QSlider(Qt.Horizontal)
@@ -250,6 +260,7 @@ class MainWindow(QWidget):
         self.run_button.clicked.connect(self.on_run)
         self.save_button.clicked.connect(self.on_save)
 
+        # two rows, so that the window fits a 1280-px screen
         navi = QHBoxLayout()
         navi.addWidget(self.lcd)
         navi.addWidget(self.play_button)
@@ -257,21 +268,23 @@ class MainWindow(QWidget):
         navi.addStretch(1)
         navi.addWidget(self.undo_button)
         navi.addWidget(self.reset_button)
-        navi.addStretch(1)
-        navi.addWidget(self.progress)
-        navi.addWidget(self.cancel_button)
-        navi.addWidget(QLabel("Overlay Mode"))
-        navi.addWidget(self.combo)
-        navi.addStretch(1)
         navi.addWidget(self.commit_button)
-        navi.addWidget(self.run_button)
-        navi.addWidget(self.save_button)
+        jobs = QHBoxLayout()
+        jobs.addWidget(self.progress, 1)
+        jobs.addWidget(self.cancel_button)
+        jobs.addStretch(1)
+        jobs.addWidget(QLabel("Overlay Mode"))
+        jobs.addWidget(self.combo)
+        jobs.addWidget(self.run_button)
+        jobs.addWidget(self.save_button)
 
         self.status = QLabel()
+        self.status.setWordWrap(True)
         layout = QVBoxLayout()
         layout.addLayout(draw_area)
         layout.addWidget(self.tl_slider)
         layout.addLayout(navi)
+        layout.addLayout(jobs)
         layout.addWidget(self.status)
         self.setLayout(layout)
 
@@ -327,8 +340,7 @@ class MainWindow(QWidget):
         self.object_spin.setValue(value)
 
     def _update_enabled(self) -> None:
-        job = self.worker is not None
-        en = {k: v and not job for k, v in self.c.enabled().items()}
+        en = self.c.enabled()
         self.tl_slider.setEnabled(en["navigate"])
         self.lcd.setEnabled(en["navigate"])
         self.play_button.setEnabled(en["play"])
@@ -341,15 +353,20 @@ class MainWindow(QWidget):
         self.undo_button.setEnabled(en["undo"])
         self.reset_button.setEnabled(en["reset"])
         self.add_object_button.setEnabled(en["add_object"])
-        self.object_spin.setEnabled(en["draw"])
+        self.object_spin.setEnabled(en["object"])
         self.save_button.setEnabled(en["export"])
-        self.cancel_button.setEnabled(self.worker is not None)
+        self.cancel_button.setEnabled(en["cancel"] and self.worker is not None)
         for r in (self.radio_scribble, self.radio_click, self.radio_free):
-            r.setEnabled(not job)
-        self.combo.setEnabled(True)
+            r.setEnabled(en["mode"])
+        self.combo.setEnabled(en["overlay"])
+        if not en["play"] and self.play_timer.isActive():
+            self.on_play()
 
     def update_status(self) -> None:
         self.status.setText(self.c.status_text())
+        self.progress.setFormat(self.c.activity_text())
+        done, total = self.c.progress
+        self.progress.setValue(int(100 * done / total) if total > 0 else 0)
 
     def _on_log(self, line: str) -> None:
         print(line, flush=True)
@@ -366,7 +383,7 @@ class MainWindow(QWidget):
 
     def show_help(self) -> QMessageBox:
         rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in SHORTCUTS)
-        box = self.show_message("Shortcuts", f"<table>{rows}</table>")
+        box = self.show_message("Help", f"<p>{PROCEDURE}</p><p>{TIPS}</p><table>{rows}</table>")
         box.setTextFormat(Qt.RichText)
         return box
 
@@ -376,8 +393,6 @@ class MainWindow(QWidget):
         return view_to_image(e.x(), e.y(), self.canvas.width(), self.canvas.height(), w, h)
 
     def on_press(self, e) -> None:
-        if self.c.busy or self.worker is not None:
-            return
         x, y = self._image_pos(e)
         ctrl = bool(e.modifiers() & Qt.ControlModifier)
         self.c.press(x, y, positive=(e.button() == Qt.LeftButton), ctrl=ctrl)
@@ -389,17 +404,14 @@ class MainWindow(QWidget):
         self.refresh()
 
     def on_release(self, e) -> None:
-        if self.c.busy or self.worker is not None:
-            return
         x, y = self._image_pos(e)
-        self.c.release(x, y)
+        self._start_job(self.c.release(x, y))
         self.refresh(full=True)
 
     def on_wheel(self, e) -> None:
         x, y = self._image_pos(e)
         self.c.move(x, y)
-        if self.c.mode == "Free":
-            self.brush_slider.setValue(self.brush_slider.value() + e.angleDelta().y() // 30)
+        self.c.wheel(e.angleDelta().y())
         self.refresh(full=True)
 
     def keyPressEvent(self, e) -> None:
@@ -460,7 +472,7 @@ class MainWindow(QWidget):
         self.refresh()
 
     def on_undo(self) -> None:
-        self.c.undo()
+        self._start_job(self.c.undo())
         self.refresh(full=True)
 
     def on_reset(self) -> None:
@@ -486,31 +498,31 @@ class MainWindow(QWidget):
 
     def on_add_object(self) -> None:
         if self.c.enabled()["add_object"]:
-            self.c.add_object()
+            self._start_job(self.c.add_object())
             self.refresh(full=True)
 
-    # ------------------------------------------------------------------ long jobs on the worker
-    def _start_job(self, name: str, steps) -> bool:
-        if self.worker is not None:
+    # ------------------------------------------------------------------ jobs on the worker
+    def _start_job(self, job: Job | None) -> bool:
+        """Run a controller job on the worker thread (one at a time: the controller refuses to make a
+        second while one runs)."""
+        if job is None:
             return False
-        self._job = name
-        self.worker = GeneratorWorker(steps)
+        if self.worker is not None:     # cannot happen while the controller is busy; never lose the job
+            job.close()
+            return False
+        self._job = job.name
+        self.worker = GeneratorWorker(job)
         self.thread_ = QThread(self)
         self.worker.moveToThread(self.thread_)
         self.thread_.started.connect(self.worker.run)
         self.worker.progress.connect(self._on_progress)
         self.worker.finished.connect(self._on_job_finished)
-        self.progress.setFormat(f"{name}…")
-        self.progress.setValue(0)
         self.thread_.start()
-        self._update_enabled()
+        self.refresh(full=True)
         return True
 
     def _on_progress(self, done: int, total: int) -> None:
-        ratio = done / total if total > 0 else 1.0
-        self.progress.setValue(int(ratio * 100))
-        self.progress.setFormat(f"{self._job} %2.1f%%" % (ratio * 100))
-        self.refresh()
+        self.refresh(full=True)
 
     def _on_job_finished(self, completed: bool, error: str) -> None:
         self.thread_.quit()
@@ -518,8 +530,6 @@ class MainWindow(QWidget):
         self.worker.deleteLater()
         self.thread_.deleteLater()
         self.worker = self.thread_ = None
-        self.progress.setFormat("Idle")
-        self.progress.setValue(0)
         if error:
             self.c.log(f"{self._job} failed: {error}")
             self.show_message(f"{self._job} failed", error, QMessageBox.Critical)
@@ -530,37 +540,55 @@ class MainWindow(QWidget):
         return self.worker is not None
 
     def on_run(self) -> None:
-        if not self.c.enabled()["propagate"] or self.worker is not None:
-            return
-        if self.c.interacted_mask is None:
-            self.c.log("Cannot propagate! No interacted mask!")
-            return
-        self._start_job("Propagating", self.c.propagate_iter())
+        if self.c.enabled()["propagate"]:
+            self._start_job(self.c.propagate())
 
     def on_cancel(self) -> None:
-        if self.worker is not None:
+        if self.worker is not None and self.c.enabled()["cancel"]:
             self.worker.cancel()
-            self.c.log(f"{self._job}: cancelling…")
+            self.c.log(f"{self._job} cancelling…")
 
-    def default_export_dir(self) -> Path:
-        ws = self.c.workspace
-        return (ws.root if ws is not None else Path(".")) / "export"
+    def choose_folder(self, title: str, start: Path) -> str:
+        """A folder picker opened on ``start`` (an existing folder); "" when the user cancels."""
+        return QFileDialog.getExistingDirectory(self, title, str(start))
 
     def on_save(self) -> None:
-        if not self.c.enabled()["export"] or self.worker is not None:
+        if not self.c.enabled()["export"]:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Export masks and overlays to", str(self.default_export_dir()))
+        folder = self.choose_folder("Export masks and overlays to", self.c.default_export_dir())
         if folder:
             self.start_export(folder)
 
     def start_export(self, folder: str | Path) -> bool:
-        return self._start_job("Exporting", self.c.export_iter(folder))
+        return self._start_job(self.c.export(folder))
+
+    def ask_unsaved(self, question: str) -> str:
+        """``"save"``, ``"discard"`` or ``"cancel"`` (a modal question; without a screen nobody can
+        answer, so the session closes as asked and the console says what was not saved)."""
+        if QGuiApplication.platformName() in ("offscreen", "minimal"):
+            self.c.log(f"Closing without a display: {question} (not asked)")
+            return "discard"
+        answer = QMessageBox.question(self, "Unsaved masks", question,
+                                      QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
 
     def closeEvent(self, e) -> None:
         if self.worker is not None:
+            # a propagation keeps the frames done so far; the session is then idle for the question
             self.worker.cancel()
             self.thread_.quit()
             self.thread_.wait(10000)
+        question = self.c.close_question()
+        while question is not None:
+            answer = self.ask_unsaved(question)
+            if answer == "cancel":
+                e.ignore()
+                return
+            if answer == "discard":
+                break
+            folder = self.choose_folder("Save the session to a new workspace folder", Path.cwd())
+            if folder and self.c.save_workspace_to(folder):
+                break
         self.play_timer.stop()
         self.status_timer.stop()
         super().closeEvent(e)

@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from gui.controller import AnnotationController
@@ -51,11 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SessionError("--device cuda: no CUDA device is available; use --device cpu (or auto)")
-    return torch.device(name)
+    """``--device`` through the project's one device decision (:func:`util.precision.resolve_device`)."""
+    from util.precision import resolve_device as _resolve
+    try:
+        return _resolve(name)
+    except ValueError as e:
+        raise SessionError(f"--device {name}: {e}") from None
+
+
+def precision_text(device: torch.device, propagation: str, amp: bool) -> str:
+    """The line that tells the user where the networks run and in which precision."""
+    from util.precision import cpu_bf16_flags
+    why = ""
+    if device.type == "cpu":
+        why = " (native bf16 CPU)" if propagation == "bfloat16" else (
+            " (--no_amp)" if cpu_bf16_flags() else " (this CPU has no native bf16)")
+    clicks = "float16 autocast" if amp else "float32"
+    return f"device {device}: propagation {propagation}{why}, clicks/scribbles {clicks}"
 
 
 def count_objects_in_masks(folder: str) -> int:
@@ -78,14 +89,33 @@ class Networks:
         self.prop, self.fusion, self.s2m, self.fbrs = prop, fusion, s2m, fbrs
 
 
+def _load(loader, flag: str, path: str, device: torch.device):
+    """``loader(path, device)``; a CheckpointError is re-raised naming the option and the path the
+    user passed, with a fix for that path (the download only helps for the default one)."""
+    from util.checkpoint import DOWNLOAD_HINT, CheckpointError
+    try:
+        return loader(path, device)
+    except CheckpointError as e:
+        reason = first_line(e)
+        for text in ("; delete it and " + DOWNLOAD_HINT, "; " + DOWNLOAD_HINT):
+            reason = reason.replace(text, "")
+        default = build_parser().get_default(flag.lstrip("-"))
+        if Path(path) == Path(default):
+            fix = "run `python download_model.py` (it writes " + str(default) + ")"
+        else:
+            fix = (f"check {path} or pass another file with {flag} (`python download_model.py` writes the "
+                   f"official one to {default})")
+        raise CheckpointError(f"{flag} {path}: {reason.removeprefix(str(path) + ': ')}; {fix}") from None
+
+
 def load_networks(args, device: torch.device) -> Networks:
-    """Load the four networks (a missing or broken file raises CheckpointError naming
-    ``python download_model.py``)."""
+    """Load the four networks (a missing or broken file raises CheckpointError naming the option, the
+    path given and the fix)."""
     from model.factory import load_fbrs, load_fusion, load_propagation, load_s2m
-    prop = load_propagation(args.prop_model, device)
-    fusion = load_fusion(args.fusion_model, device)
-    s2m = load_s2m(args.s2m_model, device)
-    fbrs = load_fbrs(args.fbrs_model, device) if args.fbrs_model else None
+    prop = _load(load_propagation, "--prop_model", args.prop_model, device)
+    fusion = _load(load_fusion, "--fusion_model", args.fusion_model, device)
+    s2m = _load(load_s2m, "--s2m_model", args.s2m_model, device)
+    fbrs = _load(load_fbrs, "--fbrs_model", args.fbrs_model, device) if args.fbrs_model else None
     return Networks(prop, fusion, s2m, fbrs)
 
 
@@ -126,6 +156,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
                          mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device,
                          precision="float32" if args.no_amp else fast_precision(device))
+    device_text = precision_text(device, core.precision, amp)
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
@@ -136,7 +167,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     s2m_net = networks.s2m
     controller = AnnotationController(
         core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device),
-        fbrs_controller, workspace, log=log, amp=amp)
+        fbrs_controller, workspace, log=log, amp=amp, device_text=device_text)
     return controller
 
 
@@ -144,8 +175,3 @@ def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
-
-def summarise_masks(masks: np.ndarray) -> dict[int, int]:
-    """Object id → pixel count over a ``T×H×W`` stack (for logs and tests)."""
-    ids, counts = np.unique(masks, return_counts=True)
-    return {int(i): int(c) for i, c in zip(ids, counts)}

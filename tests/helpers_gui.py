@@ -1,4 +1,5 @@
-"""Helpers for the GUI tests: formula-weight checkpoints, a generated clip, a controller factory."""
+"""Helpers for the GUI tests: seeded-weight networks (no reference data needed), a generated clip,
+a stand-in click controller, session arguments."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,25 +8,6 @@ import numpy as np
 import torch
 
 CLIP_FRAMES, CLIP_W, CLIP_H = 6, 128, 112     # 8·7 = 56 ≥ 50 memory positions (top-k 50) per frame
-
-
-def write_formula_checkpoints(formula, folder: Path) -> dict[str, Path]:
-    """Formula weights of the propagation, fusion and S2M networks as official-layout .pth files."""
-    from model.fusion_net import FusionNet
-    from model.propagation.prop_net import PropagationNetwork
-    from model.s2m.s2m_network import deeplabv3plus_resnet50
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, build in (("propagation_model", lambda: PropagationNetwork(top_k=50)),
-                        ("fusion", FusionNet),
-                        ("s2m", lambda: deeplabv3plus_resnet50(num_classes=1, output_stride=16,
-                                                               pretrained_backbone=False))):
-        path = folder / f"{name}.pth"
-        if not path.exists():
-            torch.save(formula.formula_state_dict(build().state_dict()), path)
-        paths[name] = path
-    return paths
 
 
 def make_test_clip(num_frames: int = CLIP_FRAMES, width: int = CLIP_W, height: int = CLIP_H, seed: int = 3):
@@ -88,29 +70,65 @@ def image_to_label(x: float, y: float, label_w: int, label_h: int, img_w: int, i
 _NETWORKS: dict = {}
 
 
-def formula_networks(formula, folder: Path):
-    """Load (once per test process) the formula-weight networks through the real loaders.
+def seeded_networks(folder: Path):
+    """Load (once per test process) seeded-weight networks through the real loaders, from checkpoints
+    written by :func:`tests.helpers_weights.write_seeded_checkpoints`. Seeded weights give well-defined
+    but meaningless masks: GUI tests check flow, bookkeeping and files with them, not quality.
     Returns ``(gui.session.Networks, {name: checkpoint path})``."""
     if "nets" not in _NETWORKS:
         from gui.session import Networks
         from model.factory import load_fusion, load_propagation, load_s2m
+        from tests.helpers_weights import write_seeded_checkpoints
         torch.set_num_threads(2)
-        paths = write_formula_checkpoints(formula, folder)
+        paths = write_seeded_checkpoints(folder)
         nets = Networks(load_propagation(paths["propagation_model"]), load_fusion(paths["fusion"]),
                         load_s2m(paths["s2m"]), None)
         _NETWORKS["nets"] = (nets, paths)
     return _NETWORKS["nets"]
 
 
-def formula_fbrs_controller(formula, folder: Path):
-    """A real FBRSController over the formula-weight f-BRS network loaded from a .pth file."""
+def seeded_fbrs_controller(folder: Path):
+    """A real FBRSController over the seeded f-BRS network loaded from a .pth file."""
     if "fbrs" not in _NETWORKS:
         from model.factory import load_fbrs
-        from model.fbrs import build_fbrs_model
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "fbrs.pth"
-        if not path.exists():
-            torch.save(formula.formula_state_dict(build_fbrs_model().state_dict()), path)
-        _NETWORKS["fbrs"] = load_fbrs(path)
+        from tests.helpers_weights import write_seeded_checkpoints
+        _NETWORKS["fbrs"] = load_fbrs(write_seeded_checkpoints(folder, ("fbrs",))["fbrs"])
     from inference_core.interaction.fbrs_controller import FBRSController
     return FBRSController(_NETWORKS["fbrs"], "cpu")
+
+
+class GatedFBRS(FakeFBRS):
+    """A click controller that holds every click until the test opens the gate (``gate.set()``):
+    a click that takes as long as the test wants, with no sleeping."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def interact(self, image, x, y, is_positive):
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
+        return super().interact(image, x, y, is_positive)
+
+
+def gate_propagation(monkeypatch, core, after_frames: int = 1):
+    """Make ``core.interact_iter`` wait after ``after_frames`` frames until ``gate.set()`` (a
+    propagation that takes as long as the test wants, with no sleeping).
+    Returns ``(gate, reached)``: ``reached`` is set when the propagation waits at the gate."""
+    import threading
+    gate, reached = threading.Event(), threading.Event()
+    real = core.interact_iter
+
+    def gated(mask, idx):
+        for done, total in real(mask, idx):
+            yield done, total
+            if done == after_frames:
+                reached.set()
+                if not gate.wait(60):
+                    raise TimeoutError("the test never opened the gate")
+
+    monkeypatch.setattr(core, "interact_iter", gated)
+    return gate, reached

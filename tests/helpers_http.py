@@ -18,6 +18,10 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.cut_once: set[str] = set()
         self.no_range: set[str] = set()  # paths served like a server without Range support (always 200)
+        # path -> absolute byte offsets: each request that would send past the next offset sends the bytes up
+        # to it and drops the connection (one offset used per request)
+        self.cut_at: dict[str, list[int]] = {}
+        self.content_type: dict[str, str] = {}  # path -> Content-Type header (none sent otherwise)
         self.requests: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         server = self
@@ -53,6 +57,8 @@ class FileServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
+                if self.path in server.content_type:
+                    self.send_header("Content-Type", server.content_type[self.path])
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
@@ -60,8 +66,10 @@ class FileServer:
                     cut = start == 0 and self.path in server.cut_once
                     if cut:
                         server.cut_once.discard(self.path)
-                if cut:
-                    self.wfile.write(body[: len(body) // 2])
+                    offsets = server.cut_at.get(self.path)
+                    cut_to = offsets.pop(0) if offsets and offsets[0] > start else None
+                if cut or cut_to is not None:
+                    self.wfile.write(body[: len(body) // 2] if cut else body[: cut_to - start])
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)

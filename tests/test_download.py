@@ -244,7 +244,7 @@ def test_bl30k_cli_reports_one_line_error(server, tmp_path, capsys):
                               "--no_space_check", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and err[0].startswith("error:") and "MD5" in err[0]
-    assert download_bl30k.main(["--root", str(tmp_path), "--only", "z", "--yes"]) == 1
+    assert download_bl30k.main(["--root", str(tmp_path), "--only", "z", "--yes"]) == 2
 
 
 # ---------------------------------------------------------------- datasets
@@ -307,8 +307,8 @@ def test_datasets_layout_renames_resize_and_idempotence(server, tmp_path, capsys
 
 
 def test_datasets_unknown_part_and_missing_inner_folder(server, tmp_path, capsys):
-    assert download_datasets.main(["--only", "nope", "--yes", "--root", str(tmp_path)]) == 1
-    assert "nope" in capsys.readouterr().err
+    assert download_datasets.main(["--only", "nope", "--yes", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --only nope: unknown part")
     server.files["/DAVIS-data.zip"] = _zip({"Other/x.txt": b"x"})
     rc = download_datasets.main(["--root", str(tmp_path), "--mirror", server.base, "--yes", "--quiet",
                                  "--only", "davis2016"])
@@ -328,7 +328,7 @@ def _ckpt_bytes(seed: int) -> bytes:
 def test_download_model_downloads_skips_and_replaces_broken(server, tmp_path, capsys):
     for i, src in enumerate(download_model.MODELS.values()):
         server.files["/" + src.filename] = _ckpt_bytes(i)
-    server.files["/example.mp4"] = b"mp4 bytes"
+    server.files["/example.mp4"] = _mp4_bytes(tmp_path)
     saves = tmp_path / "saves"
     example = tmp_path / "example" / "example.mp4"
     argv = ["--output", str(saves), "--mirror", server.base, "--check", "read", "--quiet",
@@ -336,7 +336,7 @@ def test_download_model_downloads_skips_and_replaces_broken(server, tmp_path, ca
     assert download_model.main(argv) == 0, capsys.readouterr().err
     for i, src in enumerate(download_model.MODELS.values()):
         assert (saves / src.filename).read_bytes() == _ckpt_bytes(i)
-    assert example.read_bytes() == b"mp4 bytes"
+    assert example.read_bytes() == server.files["/example.mp4"]
     assert sorted(p.name for p in saves.iterdir()) == sorted(s.filename for s in download_model.MODELS.values())
 
     # present and loadable: skipped, nothing requested
@@ -351,6 +351,15 @@ def test_download_model_downloads_skips_and_replaces_broken(server, tmp_path, ca
     assert (saves / "s2m.pth").read_bytes() == _ckpt_bytes(2)
     assert (saves / "s2m.pth.invalid").read_bytes() == _ckpt_bytes(2)[:50], "the broken file is kept aside"
     assert server.count("/s2m.pth") == 2 and server.count("/fusion.pth") == 1
+
+
+def _mp4_bytes(tmp_path: Path) -> bytes:
+    from dataset.synthetic import make_clip, write_video
+    path = tmp_path / "clip_src.mp4"
+    write_video(path, make_clip(num_frames=2, width=64, height=48, num_objects=1, seed=0).frames)
+    data = path.read_bytes()
+    path.unlink()
+    return data
 
 
 def test_download_model_rejects_a_file_that_is_not_a_checkpoint(server, tmp_path, capsys):
@@ -412,3 +421,162 @@ def test_drive_links_go_through_gdown_with_resume(monkeypatch, tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "FileURLRetrievalError" in msg and "MIRRORS" in msg and "drive.google.com" in msg
     assert not (tmp_path / "other.pth").exists()
+
+
+# ---------------------------------------------------------------- what a bad mirror or a bad disk does
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_garbage_example_clip_is_refused_then_replaced(server, tmp_path, capsys):
+    server.files["/example.mp4"] = b"<garbage from a broken mirror>" * 100
+    example = tmp_path / "example" / "example.mp4"
+    argv = ["--output", str(tmp_path / "saves"), "--mirror", server.base, "--quiet", "--only", "s2m",
+            "--check", "read", "--example_output", str(example)]
+    server.files["/s2m.pth"] = _ckpt_bytes(2)
+    assert download_model.main(argv) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: --mirror {server.base}: example.mp4 ") and "not a video" in err
+    assert not example.exists() and not part_path(example).exists(), "nothing is accepted under the final name"
+
+    # a bad clip already under the final name is not "done": moved aside and fetched again
+    example.write_bytes(b"not a video")
+    server.files["/example.mp4"] = _mp4_bytes(tmp_path)
+    assert download_model.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "moved to example.mp4.invalid" in captured.err
+    assert example.read_bytes() == server.files["/example.mp4"]
+    assert (example.parent / "example.mp4.invalid").read_bytes() == b"not a video"
+    assert download_model.main(argv) == 0 and "decodes; skipped" in capsys.readouterr().out
+
+
+def _damaged_zip() -> bytes:
+    data = bytearray(_zip({"fss/cat/1.png": bytes(range(256)) * 40}))
+    data[60:80] = b"\0" * 20   # inside the member's data: the CRC check fails
+    return bytes(data)
+
+
+def test_corrupt_dataset_zip_never_sits_under_its_final_name(server, tmp_path, capsys):
+    server.files["/static_data.zip"] = _damaged_zip()
+    root = tmp_path / "data"
+    argv = ["--root", str(root), "--mirror", server.base, "--yes", "--quiet", "--only", "static"]
+    assert download_datasets.main(argv) == 1
+    err = _one_error_line(capsys)
+    assert "static_data.zip" in err and "damaged" in err and "deleted" in err
+    assert not (root / "static" / "static_data.zip").exists()
+    assert not list(root.rglob(".extract-*")) and not list(root.rglob("*.part"))
+
+    # a damaged archive found under the final name (e.g. copied by hand) is moved aside and fetched again
+    (root / "static" / "static_data.zip").write_bytes(_damaged_zip())
+    server.files["/static_data.zip"] = _zip({"fss/cat/1.png": b"p"})
+    assert download_datasets.main(argv) == 0
+    assert "moved to static_data.zip.invalid" in capsys.readouterr().err
+    assert (root / "static" / "fss" / "cat" / "1.png").read_bytes() == b"p"
+    assert (root / "static" / "static_data.zip.invalid").read_bytes() == _damaged_zip()
+
+
+@pytest.mark.parametrize("cut", [2048, 2100])   # at a member boundary (reads as a shorter tar) / inside a member
+def test_truncated_tar_is_refused(server, tmp_path, cut):
+    seg = _bl30k_segment(["v"], "")
+    server.files["/BL30K_a.tar"] = seg[:cut]   # the server itself holds a cut file
+    sources = {"a": replace(with_mirror(download_bl30k.SOURCES, server.base)["a"], md5=None, size=1)}
+    with pytest.raises(DownloadError, match="BL30K_a.tar .*(truncated|damaged|neither)"):
+        download_bl30k.run(tmp_path, ["a"], sources, quiet=True)
+    assert not (tmp_path / "BL30K_a.tar").exists() and not (tmp_path / "BL30K" / ".BL30K_a.done").exists()
+
+
+def test_short_read_names_the_real_part_file_and_whole_file_bytes(server, tmp_path, capsys):
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(60_000)}, buf)
+    data = buf.getvalue()
+    total = len(data)
+    server.files["/fusion.pth"] = data
+    server.cut_at["/fusion.pth"] = [50_000, 120_000, 150_000, 170_000]   # four requests, each cut
+    saves = tmp_path / "saves"
+    argv = ["--output", str(saves), "--mirror", server.base, "--check", "read", "--quiet", "--only", "fusion",
+            "--no_example"]
+    assert download_model.main(argv) == 1
+    err = _one_error_line(capsys)
+    part = saves / "fusion.pth.new.part"
+    assert part.stat().st_size == 170_000
+    assert f"kept in {part};" in err, err
+    assert f"at 170000 of {total} bytes" in err and "170000 bytes" in err
+    assert "resume" in err
+    # the next run resumes from the part and finishes
+    assert download_model.main(argv) == 0
+    assert (saves / "fusion.pth").read_bytes() == data and not part.exists()
+    assert server.requests[-1] == ("/fusion.pth", "bytes=170000-")
+
+
+def test_html_page_served_as_a_file_is_refused(server, tmp_path, capsys):
+    server.files["/s2m.pth"] = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+    server.content_type["/s2m.pth"] = "text/html; charset=utf-8"
+    saves = tmp_path / "saves"
+    rc = download_model.main(["--output", str(saves), "--mirror", server.base, "--check", "read", "--quiet",
+                              "--only", "s2m", "--no_example"])
+    err = _one_error_line(capsys)
+    assert rc == 1 and "web page" in err and "text/html" in err and err.startswith(f"error: --mirror {server.base}")
+    assert not [p for p in saves.iterdir()], "nothing saved"
+
+
+def test_part_longer_than_the_file_starts_again(server, tmp_path):
+    server.files["/p.bin"] = PAYLOAD
+    dest = tmp_path / "p.bin"
+    part_path(dest).write_bytes(PAYLOAD + b"bytes of some other, longer file")
+    download(server.url("/p.bin"), dest, md5=_md5(PAYLOAD), quiet=True)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_disk_full_is_one_line_and_keeps_the_part(server, tmp_path, monkeypatch):
+    import errno
+    import util.download as dl
+    server.files["/f.bin"] = PAYLOAD
+    real_open = open
+
+    class FullFile:
+        def __init__(self, path, mode):
+            self.f = real_open(path, mode)
+            self.written = 0
+
+        def write(self, data):
+            if self.written + len(data) > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return self.f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(dl, "open", lambda path, mode="r", *a, **k: FullFile(path, mode) if mode == "ab"
+                        else real_open(path, mode, *a, **k), raising=False)
+    with pytest.raises(DownloadError) as e:
+        download(server.url("/f.bin"), tmp_path / "f.bin", quiet=True)
+    msg = str(e.value)
+    assert "disk full" in msg and "f.bin.part" in msg and "resume" in msg and "\n" not in msg
+    assert "cannot download" not in msg, "not reported as a dead link"
+
+
+def test_bad_output_folders_and_mirror_are_refused_before_any_download(server, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (download_model.main, ["--output", str(afile / "saves"), "--mirror", server.base], "--output"),
+        (download_model.main, ["--output", str(afile), "--mirror", server.base], "--output"),
+        (download_model.main, ["--output", str(tmp_path / "s"), "--example_output", str(tmp_path)], "--example_output"),
+        (download_model.main, ["--output", str(tmp_path / "s"), "--mirror", "/some/folder"], "--mirror"),
+        (download_datasets.main, ["--root", str(afile / "d"), "--yes", "--mirror", server.base], "--root"),
+        (download_datasets.main, ["--root", str(tmp_path / "d"), "--yes", "--processes", "0"], "--processes"),
+        (download_bl30k.main, ["--root", str(afile), "--yes", "--mirror", server.base], "--root"),
+        (download_bl30k.main, ["--root", str(tmp_path), "--yes", "--mirror", "ftp://x/y"], "--mirror"),
+    ]
+    for main, argv, flag in cases:
+        assert main(argv + ["--quiet"]) == 2, argv
+        assert _one_error_line(capsys).startswith(f"error: {flag} "), argv
+    assert server.requests == [] and afile.read_text() == "x"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists()

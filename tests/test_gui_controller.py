@@ -1,4 +1,5 @@
-"""The Qt-free GUI controller with the real InferenceCore and formula-weight networks."""
+"""The Qt-free GUI controller with the real InferenceCore and seeded-weight networks (no reference data:
+the masks are meaningless, so these tests check flow, bookkeeping and files)."""
 from __future__ import annotations
 
 import json
@@ -13,11 +14,13 @@ import pytest
 import torch
 
 from gui.controller import AnnotationController, view_to_image
+from gui.jobs import run
 from gui.session import SessionError, open_session
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_sbg, aggregate_wbg
+from util.checkpoint import CheckpointError
 from util.tensor_util import unpad
-from tests.helpers_gui import (FakeFBRS, formula_networks, label_centroid, make_test_clip, session_args)
+from tests.helpers_gui import FakeFBRS, label_centroid, make_test_clip, seeded_networks, session_args
 from util.palette import load_mask_png
 from util.video_io import FrameSourceError, ImageFolderSource, VideoFileSource, open_frames, working_size
 
@@ -26,8 +29,8 @@ T = 3
 
 
 @pytest.fixture(scope="module")
-def nets(formula, tmp_path_factory):
-    return formula_networks(formula, tmp_path_factory.mktemp("gui_ckpt"))
+def nets(tmp_path_factory):
+    return seeded_networks(tmp_path_factory.mktemp("gui_ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def scribble(c: AnnotationController, k: int, x: float, y: float, length: float 
     c.set_object(k)
     c.press(x - length, y, positive=positive)
     c.move(x, y)
-    c.release(x + length, y)
+    run(c.release(x + length, y))
 
 
 def paint(c: AnnotationController, k: int, y: int = 5, x0: int = 5, x1: int = 30, size: int = 9):
@@ -60,7 +63,7 @@ def paint(c: AnnotationController, k: int, y: int = 5, x0: int = 5, x1: int = 30
     c.set_brush_size(size)
     c.press(x0, y)
     c.move(x1, y)
-    c.release(x1, y)
+    run(c.release(x1, y))
 
 
 def scribble_both(c, clip, frame=0):
@@ -74,20 +77,21 @@ def test_scribble_propagate_autosave(nets, clip, video, tmp_path):
     c.set_mode("Scribble")
     scribble_both(c, clip)
     mask0 = c.current_mask()
-    drawn = c.interaction.drawn_map
+    drawn = c.frame.interaction.drawn_map
     for k in (1, 2):
         x, y = label_centroid(clip.labels[0], k)
         assert drawn[int(round(y)), int(round(x))] == k          # 3-px strokes of each object
     assert set(np.unique(drawn)) == {1, 2, 255}
-    # the shown mask is S2M on those scribbles, hard-aggregated (formula weights: any labels)
+    # the shown mask is S2M on those scribbles, hard-aggregated (seeded weights: any labels)
     s2m = S2MController(nets[0].s2m, 2, ignore_class=255)
-    expected = aggregate_wbg(s2m.interact(c.core.get_image(0), c.core.masks[0] * 0, drawn), keep_bg=True, hard=True)
-    assert torch.allclose(c.interacted_mask, expected)
+    expected = aggregate_wbg(s2m.interact(c.core.get_image(0), c.core.get_mask(0) * 0, drawn), keep_bg=True,
+                             hard=True)
+    assert torch.allclose(c.frame.mask, expected)
     assert np.array_equal(mask0, unpad(torch.argmax(expected, 0), c.core.pad)[0].numpy())
     # the edit on frame 0 is on disk before any propagation
     assert np.array_equal(load_mask_png(ws / "masks" / "00000.png"), mask0)
-    c.propagate()
-    assert c.interacted_mask is None and not c.busy
+    run(c.propagate())
+    assert c.frame.mask is None and not c.busy
     assert any("Propagation finished!" in line for line in c.console)
     assert c.last_speed_fps is not None and c.last_speed_fps > 0
     for t in range(T):
@@ -102,6 +106,7 @@ def test_scribble_propagate_autosave(nets, clip, video, tmp_path):
     # the status line reports frame, object, speed and memory
     s = c.status_text()
     assert f"Frame 0 / {T - 1}" in s and "Object 2 / 2" in s and "frames/s" in s and "MiB" in s
+    assert s.startswith("Idle") and f"propagation {c.core.precision}" in s and "device cpu" in s
     # the view only ever gets numpy images
     img = c.render()
     assert isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == clip.frames.shape[1:]
@@ -113,33 +118,33 @@ def test_undo_scribble_strokes_and_whole_interaction(nets, clip, video, tmp_path
     c.set_mode("Scribble")
     x, y = label_centroid(clip.labels[0], 1)
     scribble(c, 1, x, y)
-    after_one = c.interaction.drawn_map.copy()
+    after_one = c.frame.interaction.drawn_map.copy()
     mask_one = c.current_mask().copy()
     x2, y2 = label_centroid(clip.labels[0], 2)
     scribble(c, 2, x2, y2)
-    assert (c.interaction.drawn_map == 2).any()
-    c.undo()                                   # back to the first stroke inside the interaction
-    assert np.array_equal(c.interaction.drawn_map, after_one)
+    assert (c.frame.interaction.drawn_map == 2).any()
+    run(c.undo())                              # back to the first stroke inside the interaction
+    assert np.array_equal(c.frame.interaction.drawn_map, after_one)
     assert np.array_equal(c.current_mask(), mask_one)
-    c.undo()                                   # drops the interaction: back to the core's probabilities
-    assert c.interaction is None and c.this_frame_interactions == []
+    run(c.undo())                              # drops the interaction: back to the core's probabilities
+    assert c.frame.interaction is None and c.frame.history == []
     assert (c.current_mask() == 0).all()
-    assert torch.equal(c.interacted_mask, c.core.get_prob(0))
+    assert torch.equal(c.frame.mask, c.core.get_prob(0))
 
 
 def test_commit_starts_new_scribble_interaction(nets, clip, video, tmp_path):
     c = make_controller(nets, video, tmp_path / "ws")
     c.set_mode("Scribble")
     scribble(c, 1, *label_centroid(clip.labels[0], 1))
-    first = c.interaction
+    first = c.frame.interaction
     c.commit()
-    committed = c.core.masks[0].clone()
-    assert c.interaction is None and c.this_frame_interactions == [first]
+    committed = c.core.get_mask(0).clone()
+    assert c.frame.interaction is None and c.frame.history == [first]
     scribble(c, 2, *label_centroid(clip.labels[0], 2))
-    assert c.interaction is not first
+    assert c.frame.interaction is not first
     # the new interaction starts from the committed result (hard mask of the frame), empty canvas
-    assert torch.equal(c.interaction.prev_mask, committed)
-    assert not (c.interaction.drawn_map == 1).any()
+    assert torch.equal(c.frame.interaction.prev_mask, committed)
+    assert not (c.frame.interaction.drawn_map == 1).any()
     assert c.enabled()["commit"]
     c.set_mode("Click")
     assert not c.enabled()["commit"]
@@ -152,42 +157,51 @@ def test_click_mode_targets_current_object(nets, clip, video, tmp_path):
     x, y = label_centroid(clip.labels[0], 2)
     c.set_object(2)
     c.press(x, y)
-    c.release(x, y)
+    job = c.release(x, y)
+    assert fbrs.clicks == [] and c.busy      # f-BRS runs in the job, not in the release
+    job.run()
+    assert not c.busy
     m = c.current_mask()
     assert m[int(y), int(x)] == 2 and set(np.unique(m)) == {0, 2}
     c.press(x + 30, y, positive=True)
-    c.release(x + 30, y)
-    assert c.interaction is not None and len(c.interaction.clicks) == 2
-    c.undo()
-    assert len(c.interaction.clicks) == 1
+    run(c.release(x + 30, y))
+    assert c.frame.interaction is not None and len(c.frame.interaction.clicks) == 2
+    run(c.undo())
+    assert len(c.frame.interaction.clicks) == 1
     assert np.array_equal(c.current_mask(), m)
     # changing object starts a new click session
     c.set_object(1)
     assert not fbrs.anchored
     c.press(5, 5, positive=False)
-    c.release(5, 5)
+    run(c.release(5, 5))
     assert fbrs.clicks[-1][2] is False
-    assert len(c.this_frame_interactions) == 1
+    assert len(c.frame.history) == 1
 
 
 def test_free_mode_paints_soft_probabilities(nets, clip, video, tmp_path):
+    # the calls the window makes: set_mode (radio), wheel (mouse wheel), press / move / release
     c = make_controller(nets, video, tmp_path / "ws")
     c.set_mode("Free")
     c.wheel(120 * 2)                           # two notches: 3 + 8
     assert c.brush_size == 11
+    c.wheel(-120)
+    assert c.brush_size == 7
+    c.wheel(120)
     c.set_object(2)
     c.press(20, 30)
     c.move(60, 30)
-    c.release(60, 30)
+    job = c.release(60, 30)
+    assert job.name == "Free paint…" and (c.current_mask() == 0).all()    # shown when the job has run
+    job.run()
     m = c.current_mask()
     assert (m[30, 20:61] == 2).all() and m[30 + 10, 40] == 0
     # soft aggregation (background fixed at 0.5) of the painted probabilities
-    assert torch.equal(c.interacted_mask, aggregate_sbg(c.interaction.out_prob, keep_bg=True))
-    assert (c.interaction.drawn_map[1, 0, 30, 20:61] == 1).all()
+    assert torch.equal(c.frame.mask, aggregate_sbg(c.frame.interaction.out_prob, keep_bg=True))
+    assert (c.frame.interaction.drawn_map[1, 0, 30, 20:61] == 1).all()
     # background paint removes it
     c.press(40, 20, positive=False)
     c.move(40, 40)
-    c.release(40, 40)
+    run(c.release(40, 40))
     assert c.current_mask()[30, 40] == 0
 
 
@@ -196,8 +210,8 @@ def test_local_control_pastes_inside_the_box(nets, clip, video, tmp_path):
     c.set_mode("Free")
     c.press(10, 10, ctrl=True)
     c.move(70, 60)
-    c.release(70, 60)
-    assert c.in_local_mode and c.local_bb == (10, 70, 10, 60)
+    assert c.release(70, 60) is None            # entering local control runs no network
+    assert c.in_local_mode and c.local.bbox == (10, 70, 10, 60)
     assert c.view_size == (61, 51)
     assert not c.enabled()["navigate"] and c.enabled()["finish_local"]
     c.set_frame(2)
@@ -206,8 +220,8 @@ def test_local_control_pastes_inside_the_box(nets, clip, video, tmp_path):
     c.set_brush_size(100)
     c.press(0, 25)
     c.move(60, 25)
-    c.release(60, 25)                           # paints the whole crop with object 1
-    assert (c.local_np_mask == 1).all()
+    run(c.release(60, 25))                      # paints the whole crop with object 1
+    assert (c.local.np_mask == 1).all()
     c.finish_local()
     m = c.current_mask()
     assert not c.in_local_mode
@@ -221,7 +235,7 @@ def test_reset_frame_and_add_object(nets, clip, video, tmp_path):
     c = make_controller(nets, video, tmp_path / "ws")
     paint(c, 1)
     paint(c, 2, y=40)
-    c.propagate()
+    run(c.propagate())
     prob_before = c.core.get_prob(0).clone()
     c.reset_frame()
     assert (c.current_mask() == 0).all()
@@ -229,17 +243,17 @@ def test_reset_frame_and_add_object(nets, clip, video, tmp_path):
     assert (load_mask_png(tmp_path / "ws" / "masks" / "00000.png") == 0).all()
 
     c.set_frame(2)
-    k = c.add_object()
-    assert k == 3 and c.num_objects == 3 and c.core.num_objects == 3 and c.current_object == 3
+    run(c.add_object())
+    assert c.num_objects == 3 and c.core.num_objects == 3 and c.current_object == 3
     assert c.s2m.num_objects == 3
     assert len(c.colours()) == 4
     c.set_mode("Free")
     c.set_brush_size(9)
     c.press(5, 5)
     c.move(30, 5)
-    c.release(30, 5)
+    run(c.release(30, 5))
     assert (c.current_mask()[5, 5:31] == 3).all()
-    c.propagate()
+    run(c.propagate())
     assert (c.core.np_masks[2][5, 5:31] == 3).all()          # the interacted frame keeps its edit
     assert set(np.unique(c.core.np_masks)) <= {0, 1, 2, 3}
     assert json.loads((tmp_path / "ws" / "session.json").read_text())["num_objects"] == 3
@@ -248,17 +262,17 @@ def test_reset_frame_and_add_object(nets, clip, video, tmp_path):
 def test_cancel_propagation_keeps_a_consistent_state(nets, clip, video, tmp_path):
     c = make_controller(nets, video, tmp_path / "ws")
     paint(c, 1)
-    steps = c.propagate_iter()
+    steps = c.propagate()
     assert next(steps)[0] == 0
     assert c.busy
     next(steps)                                # one frame done
     steps.close()
     assert not c.busy
     assert any("cancelled after 1 of 2" in line for line in c.console)
-    assert c.interacted_mask is not None       # the user can propagate again
+    assert c.frame.mask is not None            # the user can propagate again
     saved = load_mask_png(tmp_path / "ws" / "masks" / "00001.png")
     assert np.array_equal(saved, c.core.np_masks[1])
-    c.propagate()
+    run(c.propagate())
     assert c.console[-2].endswith("Propagation finished!")
     assert np.array_equal(load_mask_png(tmp_path / "ws" / "masks" / "00002.png"), c.core.np_masks[2])
 
@@ -267,9 +281,9 @@ def test_resume_from_workspace(nets, clip, video, tmp_path):
     ws = tmp_path / "ws"
     c = make_controller(nets, video, ws)
     paint(c, 1)
-    c.propagate()
+    run(c.propagate())
     c.set_frame(2)
-    c.add_object()
+    run(c.add_object())
     paint(c, 3, x1=20)                         # an edit that was never propagated
     masks = c.core.np_masks.copy()
     del c
@@ -277,10 +291,10 @@ def test_resume_from_workspace(nets, clip, video, tmp_path):
     r = make_controller(nets, video, ws)
     assert r.resumed and r.num_objects == 3 and r.core.num_objects == 3
     assert np.array_equal(r.core.np_masks, masks)
-    assert r.core.interacted == {0}
-    assert r.cursor == 2 and r.interacted_mask is not None      # the pending edit can be propagated
-    r.propagate()
-    assert r.core.interacted == {0, 2}
+    assert r.core.interacted_frames == {0}
+    assert r.cursor == 2 and r.frame.mask is not None      # the pending edit can be propagated
+    run(r.propagate())
+    assert r.core.interacted_frames == {0, 2}
     assert any("Resumed workspace" in line for line in r.console)
 
 
@@ -289,7 +303,7 @@ def test_workspace_of_another_video_is_not_touched(nets, clip, video, tmp_path):
     ws = tmp_path / "ws"
     c = make_controller(nets, video, ws)
     paint(c, 1)
-    c.propagate()
+    run(c.propagate())
     before = {p.name: p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
     other = write_video(tmp_path / "other.mp4", make_clip(num_frames=T, width=128, height=112, seed=99).frames)
     o = make_controller(nets, other, ws)
@@ -297,7 +311,7 @@ def test_workspace_of_another_video_is_not_touched(nets, clip, video, tmp_path):
     assert "belongs to another video" in o.workspace_error
     assert any("Workspace not used" in line for line in o.console)
     paint(o, 2, x1=50)
-    o.propagate()
+    run(o.propagate())
     after = {p.name: p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
     assert after == before
 
@@ -314,10 +328,10 @@ def test_export_at_original_resolution(nets, tmp_path):
     c.set_brush_size(15)
     c.press(40, 50)
     c.move(80, 50)
-    c.release(80, 50)
-    c.propagate()
+    run(c.release(80, 50))
+    run(c.propagate())
     out = tmp_path / "export"
-    c.export(out)
+    run(c.export(out))
     for t in range(3):
         m = load_mask_png(out / "mask" / f"{t:05d}.png")
         assert m.shape == (224, 256)
@@ -429,13 +443,13 @@ def test_view_to_image_mapping():
 
 def test_propagate_refuses_an_edit_from_another_frame(nets, video, tmp_path):
     c = make_controller(nets, video, tmp_path / "ws")
-    assert list(c.propagate_iter()) == []
+    assert c.propagate() is None
     assert c.console[-1].endswith("Cannot propagate! No interacted mask!")
     paint(c, 1)
     c.set_frame(2)
-    assert list(c.propagate_iter()) == []          # the original would propagate frame 0's mask from 2
+    assert c.propagate() is None                   # the original would propagate frame 0's mask from 2
     assert "the last edit is on frame 0" in c.console[-1]
-    assert c.core.interacted == set()
+    assert c.core.interacted_frames == set()
 
 
 def test_num_objects_from_masks_folder(tmp_path):
@@ -453,20 +467,148 @@ def test_local_mode_click_and_scribble_use_the_crop(nets, video, tmp_path):
     c = make_controller(nets, video, tmp_path / "ws", fbrs=fbrs)
     c.press(10, 10, ctrl=True)
     c.release(50, 40)                            # crop 41×31 → padded 48×32, pad (3, 4, 0, 1)
-    assert c.local_pad == (3, 4, 0, 1) and tuple(c.local_torch_im.shape[-2:]) == (32, 48)
+    assert c.local.pad == (3, 4, 0, 1) and tuple(c.local.image.shape[-2:]) == (32, 48)
     c.press(20, 15)
-    c.release(20, 15)
+    run(c.release(20, 15))
     assert fbrs.clicks[-1] == (20 + 3, 15 + 0, True)     # the crop's pad, not the frame's
-    assert c.local_np_mask[15, 20] == 1 and c.local_np_mask.shape == (31, 41)
+    assert c.local.np_mask[15, 20] == 1 and c.local.np_mask.shape == (31, 41)
     c.set_mode("Scribble")
     c.set_object(2)
     c.press(5, 25)
     c.move(30, 25)
-    c.release(35, 25)
-    it = c.local_interaction
+    run(c.release(35, 25))
+    it = c.local.interaction
     assert it.drawn_map.shape == (31, 41) and (it.drawn_map[25, 5:36] == 2).all()
-    assert torch.equal(it.prev_mask, torch.argmax(c.local_interactions[-1].out_mask, 0).to(torch.uint8))
-    c.undo()                                     # drops the scribble: back to the click result
-    assert c.local_interaction is None and c.local_np_mask[15, 20] == 1
+    assert torch.equal(it.prev_mask, torch.argmax(c.local.history[-1].out_mask, 0).to(torch.uint8))
+    run(c.undo())                                # drops the scribble: back to the click result
+    assert c.local.interaction is None and c.local.np_mask[15, 20] == 1
     c.finish_local()
     assert c.current_mask()[10 + 15, 10 + 20] == 1 and not c.in_local_mode
+
+
+# ---------------------------------------------------------------------- jobs, busy state, browsing
+def test_busy_controller_refuses_input_politely(nets, clip, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.set_mode("Free")
+    c.press(5, 5)
+    c.move(30, 5)
+    job = c.release(30, 5)                     # not run yet: the controller is busy from here on
+    assert c.busy and c.activity_text() == "Free paint…" and c.status_text().startswith("Free paint…")
+    assert not c.enabled()["draw"] and not c.enabled()["propagate"] and not c.enabled()["navigate"]
+    c.press(50, 50)
+    assert not c.pressed and c.release(50, 50) is None
+    assert c.undo() is None and c.propagate() is None and c.add_object() is None
+    c.set_frame(2)
+    c.set_mode("Click")
+    assert c.cursor == 0 and c.mode == "Free"
+    assert sum("Busy (Free paint…): input ignored" in line for line in c.console) == 1   # said once
+    job.run()
+    assert not c.busy and c.activity_text() == "Idle" and (c.current_mask()[5, 5:31] == 1).all()
+
+
+def test_closing_an_unstarted_job_ends_the_busy_state(nets, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    paint(c, 1)
+    job = c.propagate()
+    assert c.busy
+    job.close()
+    assert not c.busy and c.core.interacted_frames == set() and c.frame.mask is not None
+
+
+def test_browsing_during_propagation_shows_the_newest_result(nets, video, tmp_path):
+    from gui.overlay import overlay
+    c = make_controller(nets, video, tmp_path / "ws")
+    c.press(40, 40)
+    run(c.release(40, 40))                      # a click: its dot stays on frame 0's stroke layer
+    job = c.propagate()
+    assert next(job) == (0, T - 1)
+    assert c.enabled()["navigate"] and c.enabled()["play"] and c.enabled()["cancel"]
+    assert not c.enabled()["propagate"] and not c.enabled()["draw"] and not c.enabled()["export"]
+    assert next(job) == (1, T - 1)             # frame 1 done, frame 2 not yet
+    c.set_frame(1)                              # browsing is allowed while the propagation runs
+    assert c.cursor == 1
+    newest = unpad(torch.argmax(c.core.get_prob(1), 0), c.core.pad)[0].numpy().astype(np.uint8)
+    assert np.array_equal(c.current_mask(), newest)
+    # frame 1 shows its own overlay, without frame 0's click dot
+    assert np.array_equal(c.render(with_brush=False), overlay(np.asarray(c.frames[1]), newest, "davis", 2))
+    assert c.activity_text() == f"Propagating… 1/{T - 1}"
+    job.run()
+    assert not c.busy and c.cursor == 1
+    assert np.array_equal(c.current_mask(), np.asarray(c.core.np_masks[1]))
+    assert np.array_equal(c.core.np_masks[1], newest)
+
+
+def test_object_count_is_the_cores(nets, video, tmp_path):
+    c = make_controller(nets, video, tmp_path / "ws")
+    assert c.num_objects == c.core.num_objects == 2 and c.s2m.num_objects == 2
+    run(c.add_object())
+    assert c.num_objects == c.core.num_objects == 3 and c.s2m.num_objects == 3
+    assert "num_objects" not in vars(c)
+
+
+# ---------------------------------------------------------------------- save, export, close, errors
+def test_default_export_dir_exists(nets, video, tmp_path, monkeypatch):
+    c = make_controller(nets, video, tmp_path / "ws")
+    d = c.default_export_dir()
+    assert d == tmp_path / "ws" / "export" and d.is_dir()
+    # a workspace of another video is never touched: the dialog opens on the current folder
+    monkeypatch.chdir(tmp_path)
+    other = make_controller(nets, video, tmp_path / "ws2")
+    other.workspace.writable = False
+    assert other.default_export_dir() == tmp_path and not (tmp_path / "ws2" / "export").exists()
+
+
+def test_export_follows_overlay_mode_and_keeps_odd_sizes(nets, tmp_path):
+    from dataset.synthetic import make_clip, write_image_folder
+    from gui.overlay import overlay
+    odd = make_clip(num_frames=2, width=203, height=137, num_objects=1, seed=7)
+    folder = tmp_path / "frames"
+    write_image_folder(folder, odd.frames)
+    c = open_session(session_args(images=str(folder), workspace=str(tmp_path / "ws"), resolution=-1,
+                                  num_objects=1), networks=nets[0], fbrs_controller=FakeFBRS())
+    paint(c, 1, y=20, x0=10, x1=120, size=15)
+    c.set_overlay_mode("fade")
+    out = tmp_path / "export"
+    run(c.export(out))
+    mask = load_mask_png(out / "mask" / "00000.png")
+    assert mask.shape == (137, 203) and mask[20, 60] == 1
+    shown = cv2.cvtColor(cv2.imread(str(out / "overlay" / "00000.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(shown, overlay(c.frames.read_original(0), mask, "fade", 1))
+    assert not np.array_equal(shown, overlay(c.frames.read_original(0), mask, "davis", 1))
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    ok, first = cap.read()
+    # the encoder needs even sizes: the last column and row are repeated, no pixel of the clip is lost
+    assert ok and first.shape == (138, 204, 3) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    assert np.abs(first[:137, :203].astype(int) - cv2.cvtColor(shown, cv2.COLOR_RGB2BGR)).mean() < 12
+
+
+def test_other_videos_workspace_asks_before_losing_edits(nets, video, tmp_path):
+    from dataset.synthetic import make_clip, write_video
+    ws = tmp_path / "ws"
+    make_controller(nets, video, ws)
+    other = write_video(tmp_path / "other.mp4", make_clip(num_frames=T, width=128, height=112, seed=99).frames)
+    o = make_controller(nets, other, ws)
+    assert o.workspace_error and o.close_question() is None        # nothing to lose yet
+    paint(o, 1)
+    question = o.close_question()
+    assert question and "not saved" in question and str(ws) in question
+    assert not o.save_workspace_to(ws)                               # still the other video's
+    new = tmp_path / "mine"
+    assert o.save_workspace_to(new)
+    assert o.close_question() is None and o.workspace.root == new
+    assert np.array_equal(load_mask_png(new / "masks" / "00000.png"), o.core.np_masks[0])
+    r = make_controller(nets, other, new)
+    assert r.resumed and np.array_equal(r.core.np_masks, o.core.np_masks)
+
+
+def test_checkpoint_error_names_the_path_given(nets, video, tmp_path):
+    bad = tmp_path / "weights" / "prop.pth"
+    with pytest.raises(CheckpointError) as e:
+        open_session(session_args(video=str(video), workspace=str(tmp_path / "ws"), prop_model=str(bad)))
+    msg = str(e.value)
+    assert msg.startswith(f"--prop_model {bad}: ") and f"check {bad}" in msg and "\n" not in msg
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"--s2m_model {junk}: .*check {junk}"):
+        open_session(session_args(video=str(video), workspace=str(tmp_path / "ws"), s2m_model=str(junk),
+                                  prop_model=str(nets[1]["propagation_model"]), fusion_model=str(nets[1]["fusion"])))
