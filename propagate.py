@@ -344,12 +344,16 @@ def run_batch_videos(args: argparse.Namespace) -> int:
             v: BatchVideo = item.payload
             source = open_frames(str(v.source) if v.is_folder else None, None if v.is_folder else str(v.source),
                                  args.resolution, cache_frames=4)
-            mask0, ids = read_first_mask(v.mask, source.original_size)
+            mask_file = read_first_mask(v.mask, source.original_size)
+            ids = mask_file.ids
             remove_partial_writes(out_root / v.name)   # left by a run killed while it wrote this video
-            stats = propagate_to_files(net, source, mask0, ids, out_root / v.name, frame_names(source),
-                                       args.mem_freq, device, precision=args.precision)
-            return {"frames": stats["frames"], "objects": ids, "size": list(source.original_size),
-                    "processed_at": list(source.size)}
+            stats = propagate_to_files(net, source, mask_file.labels, ids, out_root / v.name, frame_names(source),
+                                       args.mem_freq, device, precision=args.precision, palette=mask_file.palette)
+            result = {"frames": stats["frames"], "objects": ids, "size": list(source.original_size),
+                      "processed_at": list(source.size)}
+            if mask_file.colours:   # an RGB mask: which colour became which object id
+                result["colours"] = {str(i): "#%02x%02x%02x" % c for i, c in mask_file.colours.items()}
+            return result
 
         start = time.time()
         outcome = run_batch(ctx, items, process, out_root, settings, progress=not args.quiet)
