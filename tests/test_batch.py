@@ -212,3 +212,13 @@ def test_partial_writes_of_a_killed_run_are_removed(tmp_path):
     (tmp_path / "v" / "00002.png").write_bytes(b"done")
     assert remove_partial_writes(tmp_path / "v") == 1
     assert [p.name for p in (tmp_path / "v").iterdir()] == ["00002.png"]
+
+
+def test_a_long_wait_says_what_it_waits_for(tmp_path):
+    from util.batch import wait_for_records
+    lines: list[str] = []
+    with pytest.raises(BatchError):
+        wait_for_records(DoneRecords(tmp_path, {}), ["far-away"], poll_s=0.01, timeout_s=0.2,
+                         report=lines.append, report_every_s=0.05)
+    assert lines and "waiting for 1 item(s) of other processes, e.g. 'far-away'" in lines[0]
+    assert "--output must be a folder they all see" in lines[0]

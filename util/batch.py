@@ -261,7 +261,7 @@ class Progress:
         self.frames_run = 0
         self.start = time.monotonic()
 
-    def _line(self, text: str) -> None:
+    def line(self, text: str) -> None:
         if self.enabled:
             print(f"[rank {self.ctx.rank}/{self.ctx.world_size}] {text}", file=self.stream, flush=True)
 
@@ -272,7 +272,7 @@ class Progress:
 
     def begin(self) -> None:
         if self.skipped:
-            self._line(f"{self.skipped}/{self.total} {self.unit} already done (resumed), "
+            self.line(f"{self.skipped}/{self.total} {self.unit} already done (resumed), "
                        f"{self.total - self.done} to do")
         self.start = time.monotonic()
 
@@ -285,7 +285,7 @@ class Progress:
         fps = self.frames_run / elapsed if elapsed > 0 else float("nan")
         eta = self.frames_left / fps if fps and math.isfinite(fps) and fps > 0 else float("nan")
         what = f"{item.name} ({item.frames} frames)" + ("" if ok else f" FAILED: {error}")
-        self._line(f"{self.done}/{self.total} {self.unit}, {fps:.2f} frames/s, ETA {_fmt_duration(eta)}: {what}")
+        self.line(f"{self.done}/{self.total} {self.unit}, {fps:.2f} frames/s, ETA {_fmt_duration(eta)}: {what}")
 
 
 @dataclass
@@ -312,10 +312,14 @@ class BatchOutcome:
 
 
 def wait_for_records(records: DoneRecords, names: Sequence[str], poll_s: float = 2.0,
-                     timeout_s: float | None = None) -> dict[str, dict]:
+                     timeout_s: float | None = None, report: Callable[[str], None] | None = None,
+                     report_every_s: float = 600.0) -> dict[str, dict]:
     """Wait until every item in ``names`` has a record with the current settings (ok or failed); returns
-    them by name (sorted). Raises :class:`BatchError` after ``timeout_s`` (None: no limit)."""
+    them by name (sorted). Raises :class:`BatchError` after ``timeout_s`` (None: no limit). ``report``
+    gets a line every ``report_every_s`` while items are missing (what is waited for, and the usual cause
+    when the wait does not end: an output folder the other machines do not see)."""
     start = time.monotonic()
+    next_report = start + report_every_s
     pending = list(names)
     found: dict[str, dict] = {}
     while True:
@@ -329,7 +333,12 @@ def wait_for_records(records: DoneRecords, names: Sequence[str], poll_s: float =
         pending = still
         if not pending:
             return {n: found[n] for n in sorted(found)}
-        if timeout_s is not None and time.monotonic() - start > timeout_s:
+        now = time.monotonic()
+        if report is not None and now >= next_report:
+            report(f"waiting for {len(pending)} item(s) of other processes, e.g. {pending[0]!r} (records in "
+                   f"{records.folder}; on several machines --output must be a folder they all see)")
+            next_report = now + report_every_s
+        if timeout_s is not None and now - start > timeout_s:
             raise BatchError(f"{len(pending)} item(s) have no record in {records.folder} after "
                              f"{timeout_s:.0f} s, e.g. {pending[0]!r}; did a rank stop?")
         time.sleep(poll_s)
@@ -406,7 +415,8 @@ def run_batch(ctx: BatchContext, items: Sequence[WorkItem], process: Callable[[W
         records.write(it.name, "ok", it.frames, time.monotonic() - start, ctx.rank, result=result)
         prog.finish_item(it, True)
     # every rank waits on the files (no collective timeout however uneven the shards), then one barrier
-    all_records = wait_for_records(records, [it.name for it in items], poll_s=poll_s, timeout_s=wait_timeout_s)
+    all_records = wait_for_records(records, [it.name for it in items], poll_s=poll_s, timeout_s=wait_timeout_s,
+                                   report=prog.line)
     _barrier(ctx)
     return BatchOutcome(ctx=ctx, records=all_records, own=[it.name for it in mine],
                         processed=len(todo), skipped=prog.skipped)
