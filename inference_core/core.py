@@ -17,6 +17,7 @@ Everything the networks see is computed here; the networks themselves are statel
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -66,13 +67,18 @@ class InferenceCore:
         precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA),
             ``"float16"`` (CUDA) or ``"auto"`` (the fast one for the device, see util/precision.py): the
             networks run under autocast; probabilities stay float32.
+        prob_spill_dir: a folder (e.g. the GUI's workspace) where probabilities of frames outside the
+            working range are written, bit for bit, so that a full pass over a long clip keeps only
+            ``prob_ram_bytes`` of probabilities in memory. None (default): all in memory.
+        prob_ram_bytes: in-memory budget of the probabilities when ``prob_spill_dir`` is given.
     """
 
     def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
                  images: torch.Tensor | FrameSource | Sequence[np.ndarray], num_objects: int,
                  mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
                  *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
-                 precision: str = "float32", channels_last: bool = True):
+                 precision: str = "float32", channels_last: bool = True,
+                 prob_spill_dir: str | os.PathLike | None = None, prob_ram_bytes: int = 256 * 2 ** 20):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
@@ -102,7 +108,8 @@ class InferenceCore:
         self._cached_skips = hasattr(self.prop_net, "get_query_features")
         self.query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
 
-        self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.result_dev, prob_storage)
+        self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.result_dev, prob_storage,
+                               spill_dir=prob_spill_dir, ram_bytes=prob_ram_bytes)
         # padded hard masks on the CPU; np_masks is an un-padded *view* of them (no second copy)
         self.masks = torch.zeros((self.t, 1, self.nh, self.nw), dtype=torch.uint8)
         self.np_masks: np.ndarray = unpad(self.masks.numpy(), self.pad)[:, 0]
