@@ -633,6 +633,8 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     core_kw = precision_kwargs(InferenceCore.__init__, mode) or {}
     options = {"mem_profile": cfg["mem_profile"], "prob_storage": cfg["prob_storage"],
                "feature_cache_bytes": int(cfg["feature_cache_mb"] * 2 ** 20)}
+    if cfg.get("prob_spill_dir"):
+        options.update(prob_spill_dir=cfg["prob_spill_dir"], prob_ram_bytes=int(cfg["prob_ram_mb"] * 2 ** 20))
     core = InferenceCore(nets["prop"], nets["fusion"], clip, k, mem_freq=cfg["mem_freq"], device=device,
                          **options, **core_kw)
     annotated = cfg["annotated_frame"]
@@ -674,6 +676,9 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "frames_propagated": len(frame_times),
             "seconds_per_frame_median": float(np.median(steady)) if steady else None,
             "frame_seconds": frame_times,
+            "pass_seconds": float(sum(frame_times)),
+            "prob_bytes_in_memory": core.prob_bytes,
+            "prob_bytes_spilled": core.probs.disk_bytes,
             "rss_bytes": {"start": rss_start, "models_loaded": rss_models, "end": current_rss_bytes()},
             "peak_rss_bytes": peak_rss_bytes(),
             "masks_bytes": t_len * nh * nw,
@@ -765,6 +770,8 @@ def print_long_table(result: dict[str, Any]) -> None:
               f"{r['frames_propagated']} frames propagated from frame {r['annotated_frame']} "
               f"({fmt_s(r['seconds_per_frame_median'])} s/frame after the first two)")
         print(f"  options: {r['options']}")
+        print(f"  pass time: {r.get('pass_seconds', 0):.0f} s; probabilities in memory at the end "
+              f"{fmt_gb(r.get('prob_bytes_in_memory', 0))}, spilled to disk {fmt_gb(r.get('prob_bytes_spilled', 0))}")
         print(f"  peak RSS measured: {fmt_gb(r['peak_rss_bytes'])} (models loaded: "
               f"{fmt_gb(r['rss_bytes']['models_loaded'])}); projected at the end of a full pass: "
               f"{fmt_gb(r['projection']['projected_full_pass_peak_rss_bytes'])}; "
@@ -816,6 +823,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--feature-cache-mb", type=float, default=256,
                    help="--long-clip: InferenceCore feature_cache_bytes in MiB (default 256)")
     p.add_argument("--mem-profile", type=int, default=0, choices=(0, 1, 2, 3), help="--long-clip: mem_profile")
+    p.add_argument("--prob-spill", action="store_true",
+                   help="--long-clip: keep only --prob-ram-mb of probabilities in memory, the rest in a file "
+                        "in the benchmark's work folder (as the GUI does in its workspace; numbers unchanged)")
+    p.add_argument("--prob-ram-mb", type=float, default=256,
+                   help="--long-clip --prob-spill: in-memory probability budget in MiB (default 256)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--_worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
@@ -958,13 +970,15 @@ def run_long_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[s
         log(f"== long clip, mode {mode} ==", args.quiet)
         cfg = dict(base_cfg, mode=mode, window=args.window, annotated_frame=annotated,
                    prob_storage=args.prob_storage, feature_cache_mb=args.feature_cache_mb,
-                   mem_profile=args.mem_profile)
+                   mem_profile=args.mem_profile, prob_ram_mb=args.prob_ram_mb,
+                   prob_spill_dir=str(work / f"spill_{mode}") if args.prob_spill else None)
         out[mode] = run_worker(cfg, work)
     notes.append("frames are generated per index (ProceduralClip), never held as a T×H×W×3 array; the pass is "
                  "stopped after --window frames (interact_iter), the projection adds the probabilities and "
                  "memory-bank commits a full pass would still store")
     config.update({"window": args.window, "prob_storage": args.prob_storage,
-                   "feature_cache_mb": args.feature_cache_mb, "mem_profile": args.mem_profile})
+                   "feature_cache_mb": args.feature_cache_mb, "mem_profile": args.mem_profile,
+                   "prob_spill": args.prob_spill, "prob_ram_mb": args.prob_ram_mb})
     return {"schema": SCHEMA, "config": config, "long_clip": out, "skipped": skipped, "notes": notes}
 
 
