@@ -1,18 +1,25 @@
 """The inference core: propagation, difference-aware fusion and the state of one video session.
 
-Semantics are the original MiVOS ``InferenceCore`` (see ../shared/spec/original_gui_core_eval.md §6):
+Semantics are the original MiVOS ``InferenceCore``:
 
 * ``interact(mask, idx)`` stores the user's mask for frame ``idx``, adds its memory to the *certain*
   memory (every interaction so far), then propagates forward and backward up to the nearest other
   interacted frame (exclusive) or the clip's end. Each pass reads a memory bank of the certain memory,
-  a frame committed every ``mem_freq`` frames, and the previous frame as a temporary slot.
+  a frame committed every ``mem_freq`` frames, and the previous frame as a temporary slot
+  (:class:`inference_core.memory_bank.PassMemory`).
 * When a pass is bounded by an earlier interaction, every frame is *fused*: the FusionNet blends the
   previous round's probabilities with the new propagation, guided by where this interaction changed
   the mask (difference maps transported by the key affinity) and the normalised distances ``[nc, nr]``.
 * Results are the per-frame argmax of the probabilities, un-padded.
 
 Shapes: K objects, T frames, (H, W) true size, (H', W') padded to /16, h×w = H'/16×W'/16.
-Everything the networks see is computed here; the networks themselves are stateless.
+Everything the networks see is computed here; the networks themselves are stateless. The session owns
+its state: callers read it through properties and change it only through the methods below.
+
+The propagation network's interface (``model.propagation.prop_net.PropagationNetwork``):
+``memorize(frame, masks)``, ``get_query_features(frame)`` (a tuple whose first element is the query
+key ``1×Ck×h×w``, cached per frame), ``segment_with_features(keys, values, *features)`` and
+``get_attention(mk16, pos, neg, qk16)``.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
-from util.precision import autocast_dtype, resolve_device, resolve_precision
+from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
 
 # cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
@@ -40,6 +47,30 @@ _PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
 def default_device() -> torch.device:
     """CUDA when available, else CPU (see :func:`util.precision.resolve_device`)."""
     return resolve_device(None)
+
+
+def fuse_frame(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, image: torch.Tensor, tc: int, tr: int,
+               ti: int, prev: torch.Tensor, curr: torch.Tensor, mk16: torch.Tensor, qk16: torch.Tensor,
+               pos_diff: torch.Tensor, neg_diff: torch.Tensor) -> torch.Tensor:
+    """Difference-aware fusion of frame ``ti`` between the bounding interaction ``tc`` and the current
+    one ``tr``.
+
+    ``image``: frame ``ti`` ``1×3×H'×W'``; ``prev`` / ``curr``: the previous round's and this
+    propagation's probabilities ``(K+1)×1×H'×W'``; ``mk16``: memory key of the interaction
+    ``K×Ck×1×h×w``; ``qk16``: query key of frame ``ti`` ``1×Ck×h×w``; ``pos_diff`` / ``neg_diff``:
+    where the interaction added / removed probability ``(K+1)×1×H'×W'``. Returns the fused
+    ``(K+1)×1×H'×W'`` float32.
+    """
+    assert tc < ti < tr or tr < ti < tc
+    k = prev.shape[0] - 1
+    nc = abs(tc - ti) / abs(tc - tr)
+    nr = abs(tr - ti) / abs(tc - tr)
+    dist = torch.tensor([[nc, nr]], dtype=torch.float32, device=image.device).expand(k, 2)
+    # all objects in one batch: attention of each object's memory key and difference maps
+    # (K×2×H'×W'), then one FusionNet call (the original loops over objects; same numbers)
+    attn = prop_net.get_attention(mk16, pos_diff[1:], neg_diff[1:], qk16)
+    fused = torch.sigmoid(fuse_net(image.expand(k, -1, -1, -1), prev[1:], curr[1:], attn, dist)).float()
+    return aggregate_wbg(fused, keep_bg=True)
 
 
 class InferenceCore:
@@ -83,85 +114,138 @@ class InferenceCore:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
             raise ValueError(f"mem_freq must be ≥ 1, got {mem_freq}")
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        if mem_profile not in _PROFILE_CACHE_FRAMES:
+            raise ValueError(f"mem_profile must be 0, 1, 2 or 3, got {mem_profile!r}")
+        self.device, self.precision = resolve_device_precision(device, precision)
         self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        self.prop_net = prop_net.to(self.device, memory_format=layout)
-        self.fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
+        self._prop_net = prop_net.to(self.device, memory_format=layout)
+        self._fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
         self.mem_profile = mem_profile
         self.mem_freq = mem_freq
-        self.k = int(num_objects)
+        self._k = int(num_objects)
 
         data_on_device = mem_profile == 0
         self.result_dev = self.device if mem_profile in (0, 1) else torch.device("cpu")
-        self.frames = PaddedFrames(images, self.device, keep_all_on_device=data_on_device)
-        self.t, self.h, self.w = self.frames.t, self.frames.h, self.frames.w
-        self.nh, self.nw = self.frames.nh, self.frames.nw
-        self.pad = self.frames.pad
+        self._frames = PaddedFrames(images, self.device, keep_all_on_device=data_on_device)
+        self.t, self.h, self.w = self._frames.t, self._frames.h, self._frames.w
+        self.nh, self.nw = self._frames.nh, self._frames.nw
+        self.pad = self._frames.pad
         self.kh, self.kw = self.nh // 16, self.nw // 16
 
         if feature_cache_bytes is None:
-            frames = _PROFILE_CACHE_FRAMES.get(mem_profile, 1)
+            frames = _PROFILE_CACHE_FRAMES[mem_profile]
             feature_cache_bytes = frames * _FEATURE_FLOATS_PER_CELL * self.kh * self.kw * 4
-        # networks with get_query_features cache the decoder's skip branches too (less work per round)
-        self._cached_skips = hasattr(self.prop_net, "get_query_features")
-        self.query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
+        self._query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
 
-        self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.result_dev, prob_storage,
-                               spill_dir=prob_spill_dir, ram_bytes=prob_ram_bytes)
-        # padded hard masks on the CPU; np_masks is an un-padded *view* of them (no second copy)
-        self.masks = torch.zeros((self.t, 1, self.nh, self.nw), dtype=torch.uint8)
-        self.np_masks: np.ndarray = unpad(self.masks.numpy(), self.pad)[:, 0]
+        # the one place this session's probabilities live
+        self._probs = ProbStore(self._k, self.t, self.nh, self.nw, self.result_dev, prob_storage,
+                                spill_dir=prob_spill_dir, ram_bytes=prob_ram_bytes)
+        # padded hard masks on the CPU; np_masks is an un-padded, read-only *view* of them (no copy)
+        self._masks = torch.zeros((self.t, 1, self.nh, self.nw), dtype=torch.uint8)
+        self._np_masks: np.ndarray = unpad(self._masks.numpy(), self.pad)[:, 0]
+        self._np_masks.flags.writeable = False
         self._stale_masks: set[int] = set()
 
-        self.interacted: set[int] = set()
-        self.certain = CertainMemory()
+        self._interacted: set[int] = set()
+        self._certain = CertainMemory()
         self._interaction_masks: list[tuple[int, torch.Tensor]] = []  # for add_object()
-        self.pos_mask_diff: torch.Tensor | None = None
-        self.neg_mask_diff: torch.Tensor | None = None
+        self._pos_mask_diff: torch.Tensor | None = None
+        self._neg_mask_diff: torch.Tensor | None = None
         # optional hook: called as trace(frame, [memory frames]) for every propagated frame
         self.memory_trace: Callable[[int, list[int]], None] | None = None
 
-    # ------------------------------------------------------------------ state the GUI reads
+    # ------------------------------------------------------------------ state callers read
     @property
     def num_objects(self) -> int:
-        return self.k
+        """K, the number of objects (the one count of the session; grows with :meth:`add_object`)."""
+        return self._k
+
+    @property
+    def k(self) -> int:
+        """The original's name of :attr:`num_objects`."""
+        return self._k
+
+    @property
+    def prop_net(self) -> torch.nn.Module:
+        return self._prop_net
+
+    @property
+    def fuse_net(self) -> torch.nn.Module | None:
+        return self._fuse_net
 
     @property
     def prob(self) -> torch.Tensor:
         """The original's ``prob``: ``(K+1)×T×1×H'×W'`` float32 (materialised; prefer :meth:`get_prob`)."""
-        return self.probs.dense()
+        return self._probs.dense()
+
+    @property
+    def masks(self) -> torch.Tensor:
+        """The original's ``masks``: padded hard label maps ``T×1×H'×W'`` uint8 (CPU). Read it; change
+        it through :meth:`interact`, :meth:`update_mask_only`, :meth:`clear_mask`, :meth:`restore_frame`."""
+        return self._masks
+
+    @property
+    def np_masks(self) -> np.ndarray:
+        """The original's ``np_masks``: un-padded hard label maps ``T×H×W`` uint8, a live read-only
+        view of :attr:`masks` (the same object every time)."""
+        return self._np_masks
+
+    @property
+    def interacted(self) -> frozenset[int]:
+        """The original's ``interacted``: frames the user has interacted with."""
+        return frozenset(self._interacted)
+
+    @property
+    def certain_frames(self) -> list[int]:
+        """Frame of each entry of the certain memory, in interaction order (a frame interacted twice
+        appears twice)."""
+        return list(self._certain.frames)
+
+    def is_propagated(self, t: int) -> bool:
+        """Whether frame ``t`` holds probabilities (from an interaction, a propagation or a restore)."""
+        self._check_frame(t)
+        return self._probs.is_set(t)
 
     def get_prob(self, t: int) -> torch.Tensor:
         """Probabilities of frame ``t``, background included: ``(K+1)×1×H'×W'`` float32 (padded)."""
         self._check_frame(t)
-        return self.probs.get(t)
+        return self._probs.get(t)
 
     def get_image(self, t: int) -> torch.Tensor:
         """Normalised, padded frame ``t``: ``1×3×H'×W'`` on ``device``."""
         self._check_frame(t)
-        return self.frames.get(t)
+        return self._frames.get(t)
 
     def get_mask(self, t: int) -> torch.Tensor:
         """Hard label map of frame ``t``, padded: ``1×H'×W'`` uint8 (CPU)."""
         self._check_frame(t)
-        return self.masks[t]
+        return self._masks[t]
 
     @property
     def interacted_frames(self) -> frozenset[int]:
         """Frames the user has interacted with (the stops of every propagation pass)."""
-        return frozenset(self.interacted)
+        return frozenset(self._interacted)
+
+    @property
+    def prob_disk_bytes(self) -> int:
+        """Bytes of probabilities spilled to ``prob_spill_dir`` (0 without spilling)."""
+        return self._probs.disk_bytes
 
     @property
     def prob_bytes(self) -> int:
         """Bytes held by the stored probabilities."""
-        return self.probs.nbytes
+        return self._probs.nbytes
 
     @property
     def feature_bytes(self) -> int:
         """Bytes held by the query-feature cache."""
-        return self.query_cache.nbytes
+        return self._query_cache.nbytes
+
+    @property
+    def feature_cache_frames(self) -> int:
+        """Frames whose query features are cached now."""
+        return len(self._query_cache)
 
     # ------------------------------------------------------------------ operations for callers
     def restore_frame(self, t: int, prob: torch.Tensor) -> None:
@@ -170,7 +254,7 @@ class InferenceCore:
         its argmax; the memory is untouched (the next ``interact`` diffs against it)."""
         self._check_frame(t)
         prob = self._prepare_mask(prob, "restored probabilities")
-        self.probs.set(t, prob)
+        self._probs.set(t, prob)
         self._stale_masks.add(t)
         self._refresh_masks()
 
@@ -179,13 +263,13 @@ class InferenceCore:
         frames = [int(t) for t in frames]
         for t in frames:
             self._check_frame(t)
-        self.interacted.update(frames)
+        self._interacted.update(frames)
 
     def release_frame(self, t: int) -> None:
         """Forget the probabilities of frame ``t`` (they read as the initial state again). For one-way
         propagation that writes each result out as soon as it is final: memory stays O(1) in frames."""
         self._check_frame(t)
-        self.probs.release(t)
+        self._probs.release(t)
 
     # ------------------------------------------------------------------ validation
     def _check_frame(self, idx: int) -> None:
@@ -202,9 +286,9 @@ class InferenceCore:
             mask = mask.unsqueeze(1)
         if mask.dim() != 4 or mask.shape[1] != 1:
             raise ValueError(f"{what}: expected shape (K+1)×1×H×W, got {tuple(mask.shape)}")
-        if mask.shape[0] != self.k + 1:
-            raise ValueError(f"{what}: has {mask.shape[0]} channels but the session has {self.k} object(s); "
-                             f"expected {self.k + 1} (background first)")
+        if mask.shape[0] != self._k + 1:
+            raise ValueError(f"{what}: has {mask.shape[0]} channels but the session has {self._k} object(s); "
+                             f"expected {self._k + 1} (background first)")
         size = tuple(mask.shape[-2:])
         mask = mask.to(self.device, torch.float32)
         if size == (self.nh, self.nw):
@@ -216,20 +300,11 @@ class InferenceCore:
 
     # ------------------------------------------------------------------ features
     def _compute_query(self, t: int) -> QueryFeatures:
-        if self._cached_skips:
-            return self.prop_net.get_query_features(self.frames.get(t))
-        return self.prop_net.get_query_values(self.frames.get(t))
+        return self._prop_net.get_query_features(self._frames.get(t))
 
     def _segment(self, keys: torch.Tensor, values: torch.Tensor, query: QueryFeatures) -> torch.Tensor:
         """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame."""
-        if self._cached_skips:
-            out = self.prop_net.segment_with_features(keys, values, *query)
-        else:
-            out = self.prop_net.segment_with_query(keys, values, *query)
-        return out.float()
-
-    def _query_key(self, query: QueryFeatures) -> torch.Tensor:
-        return query[0] if self._cached_skips else query[3]
+        return self._prop_net.segment_with_features(keys, values, *query).float()
 
     @contextlib.contextmanager
     def _compute(self) -> Iterator[None]:
@@ -245,8 +320,8 @@ class InferenceCore:
     def pass_bounds(self, idx: int) -> tuple[int, int]:
         """(backward stop, forward stop) of a pass from ``idx``: the nearest other interacted frames,
         or -1 / T. The stops themselves are never touched."""
-        forward = min([ti for ti in self.interacted if ti > idx] + [self.t])
-        backward = max([ti for ti in self.interacted if ti < idx] + [-1])
+        forward = min([ti for ti in self._interacted if ti > idx] + [self.t])
+        backward = max([ti for ti in self._interacted if ti < idx] + [-1])
         return backward, forward
 
     def interact(self, mask: torch.Tensor, idx: int, total_cb: Callable[[int], None] | None = None,
@@ -263,7 +338,7 @@ class InferenceCore:
                 continue
             if step_cb is not None:
                 step_cb()
-        return self.np_masks
+        return self._np_masks
 
     def interact_iter(self, mask: torch.Tensor, idx: int) -> Iterator[tuple[int, int]]:
         """Generator form of :meth:`interact`: yields ``(0, total)`` once the interaction is stored,
@@ -296,14 +371,14 @@ class InferenceCore:
             self._refresh_masks()
 
     def _store_interaction(self, mask: torch.Tensor, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.interacted.add(idx)
-        diff = mask - self.probs.get(idx, self.device)
-        self.pos_mask_diff = diff.clamp(0, 1)
-        self.neg_mask_diff = (-diff).clamp(0, 1)
-        self.probs.set(idx, mask)
+        self._interacted.add(idx)
+        diff = mask - self._probs.get(idx, self.device)
+        self._pos_mask_diff = diff.clamp(0, 1)
+        self._neg_mask_diff = (-diff).clamp(0, 1)
+        self._probs.set(idx, mask)
         self._stale_masks.add(idx)
-        key_k, key_v = self.prop_net.memorize(self.frames.get(idx), mask[1:])
-        self.certain.append(idx, key_k, key_v)
+        key_k, key_v = self._prop_net.memorize(self._frames.get(idx), mask[1:])
+        self._certain.append(idx, key_k, key_v)
         self._interaction_masks.append((idx, mask.to(self.result_dev)))
         return key_k, key_v
 
@@ -312,45 +387,31 @@ class InferenceCore:
         frames = range(idx + step, stop, step)
         if len(frames) == 0:
             return
-        memory = PassMemory(self.certain, idx, len(frames), self.mem_freq)
-        last = frames[-1]
-        fuse = stop not in (-1, self.t) and self.fuse_net is not None
+        memory = PassMemory.from_certain(self._certain, idx, frames, self.mem_freq)
+        fuse = stop not in (-1, self.t) and self._fuse_net is not None
         for ti in frames:
             keys, values = memory.readout()
             if self.memory_trace is not None:
                 self.memory_trace(ti, memory.frames_in_readout())
-            query = self.query_cache.get(ti)
+            query = self._query_cache.get(ti)
             out = aggregate_wbg(self._segment(keys, values, query), keep_bg=True)
-            if ti != last:
+            if memory.wants(ti):
                 # memory holds the propagated (pre-fusion) result
-                mk, mv = self.prop_net.memorize(self.frames.get(ti), out[1:])
+                mk, mv = self._prop_net.memorize(self._frames.get(ti), out[1:])
                 memory.add(ti, mk, mv)
             if fuse:
-                out = self._fuse_frame(stop, idx, ti, self.probs.get(ti, self.device), out, key_k,
-                                       self._query_key(query))
-            self.probs.set(ti, out)
+                # the query key is the first cached feature
+                out = fuse_frame(self._prop_net, self._fuse_net, self._frames.get(ti), stop, idx, ti,
+                                 self._probs.get(ti, self.device), out, key_k, query[0],
+                                 self._pos_mask_diff, self._neg_mask_diff)
+            self._probs.set(ti, out)
             self._stale_masks.add(ti)
             yield ti
-
-    def _fuse_frame(self, tc: int, tr: int, ti: int, prev: torch.Tensor, curr: torch.Tensor,
-                    mk16: torch.Tensor, qk16: torch.Tensor) -> torch.Tensor:
-        """Difference-aware fusion of frame ``ti`` between the bounding interaction ``tc`` and this
-        one ``tr``. ``prev``/``curr``: ``(K+1)×1×H'×W'``; returns the fused ``(K+1)×1×H'×W'``."""
-        assert tc < ti < tr or tr < ti < tc
-        nc = abs(tc - ti) / abs(tc - tr)
-        nr = abs(tr - ti) / abs(tc - tr)
-        dist = torch.tensor([[nc, nr]], dtype=torch.float32, device=self.device).expand(self.k, 2)
-        image = self.frames.get(ti).expand(self.k, -1, -1, -1)
-        # all objects in one batch: attention of each object's memory key and difference maps
-        # (K×2×H'×W'), then one FusionNet call (the original loops over objects; same numbers)
-        attn = self.prop_net.get_attention(mk16, self.pos_mask_diff[1:], self.neg_mask_diff[1:], qk16)
-        fused = torch.sigmoid(self.fuse_net(image, prev[1:], curr[1:], attn, dist)).float()
-        return aggregate_wbg(fused, keep_bg=True)
 
     def _refresh_masks(self) -> None:
         """Recompute the hard masks of every frame whose probabilities (or displayed mask) changed."""
         for t in sorted(self._stale_masks):
-            self.masks[t] = torch.argmax(self.probs.get(t), dim=0).to("cpu", torch.uint8)
+            self._masks[t] = torch.argmax(self._probs.get(t), dim=0).to("cpu", torch.uint8)
         self._stale_masks.clear()
 
     def update_mask_only(self, prob_mask: torch.Tensor, idx: int) -> np.ndarray:
@@ -359,33 +420,33 @@ class InferenceCore:
         this frame from ``prob``, as the original). Returns ``np_masks`` (updated in place)."""
         self._check_frame(idx)
         prob_mask = self._prepare_mask(prob_mask, "update_mask_only mask")
-        self.masks[idx] = torch.argmax(prob_mask, dim=0).to("cpu", torch.uint8)
+        self._masks[idx] = torch.argmax(prob_mask, dim=0).to("cpu", torch.uint8)
         self._stale_masks.add(idx)
-        return self.np_masks
+        return self._np_masks
 
     def clear_mask(self, idx: int) -> None:
         """'Reset frame': zero the displayed mask of ``idx`` (``prob`` is kept for the next diff)."""
         self._check_frame(idx)
-        self.masks[idx] = 0
+        self._masks[idx] = 0
         self._stale_masks.add(idx)
 
     # ------------------------------------------------------------------ session changes
     def add_object(self) -> int:
         """Grow the session by one (empty) object; returns the new object's id (= new K)."""
         with self._compute():
-            self.k += 1
-            self.probs.add_object()
+            self._k += 1
+            self._probs.add_object()
             old = self._interaction_masks
             self._interaction_masks = []
-            self.certain.clear()
+            self._certain.clear()
             # every object's memory encodes the others' masks too, so re-encode the interactions
             for t, m in old:
                 m = torch.cat([m, torch.zeros_like(m[:1])], 0)
-                k16, v16 = self.prop_net.memorize(self.frames.get(t), m[1:].to(self.device))
-                self.certain.append(t, k16, v16)
+                k16, v16 = self._prop_net.memorize(self._frames.get(t), m[1:].to(self.device))
+                self._certain.append(t, k16, v16)
                 self._interaction_masks.append((t, m))
-            if self.pos_mask_diff is not None:
-                z = torch.zeros_like(self.pos_mask_diff[:1])
-                self.pos_mask_diff = torch.cat([self.pos_mask_diff, z], 0)
-                self.neg_mask_diff = torch.cat([self.neg_mask_diff, z], 0)
-        return self.k
+            if self._pos_mask_diff is not None:
+                z = torch.zeros_like(self._pos_mask_diff[:1])
+                self._pos_mask_diff = torch.cat([self._pos_mask_diff, z], 0)
+                self._neg_mask_diff = torch.cat([self._neg_mask_diff, z], 0)
+        return self._k

@@ -2,8 +2,7 @@
 
 One processor serves one evaluation *sample* (a sequence with one set of initial scribbles). Every
 interaction turns the robot's scribble into a mask with S2M and then, following the original's fixed
-schedule, either only shows it on its frame or propagates it through the clip
-(../shared/spec/original_gui_core_eval.md §7):
+schedule, either only shows it on its frame or propagates it through the clip:
 
 * the robot's scribble (davisinteractive format, ``only_last=True``: strokes on one frame) is rasterised
   by davisinteractive's own ``scribbles2mask`` at the **padded** size ``H'×W'``. The original padded its
@@ -83,11 +82,15 @@ class DAVISProcessor:
         self.device = self.core.device
         self.s2m_net = s2m_net.to(self.device)
         self.s2m_batch_size = s2m_batch_size
-        self.k = self.core.k
         self.t, self.h, self.w = self.core.t, self.core.h, self.core.w
         self.nh, self.nw = self.core.nh, self.core.nw  # the size scribbles are rasterised at
         self.schedule = tuple(sorted(int(i) for i in schedule))
         self.interaction_count = 0
+
+    @property
+    def k(self) -> int:
+        """K, the number of objects (the core's count)."""
+        return self.core.num_objects
 
     # ------------------------------------------------------------------ scribble → mask
     def scribble_map(self, scribble: Mapping[str, Any]) -> tuple[np.ndarray, int]:

@@ -1,6 +1,7 @@
 """Per-frame cache of query features, bounded in bytes.
 
-Query features ``(f16, f8, f4, k16, v16)`` of a frame depend only on the frame, so they are computed
+Query features of a frame (the network's ``get_query_features``: key, value and the decoder's skip
+branches for the real network) depend only on the frame, so they are computed
 once and reused by every later pass and round. At 480×864 they take ~50 MB per frame, so the cache is
 bounded in bytes (least recently used frames are evicted), not in frames.
 """
@@ -11,7 +12,8 @@ from typing import Callable
 
 import torch
 
-QueryFeatures = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# whatever the network's get_query_features returns for a frame (query key first)
+QueryFeatures = tuple[torch.Tensor, ...]
 
 
 def _nbytes(feats: QueryFeatures) -> int:

@@ -4,13 +4,14 @@
 ground truth of a reference frame ``idx`` is propagated forward to ``right`` and backward to ``left``
 with the propagation network alone. Memory = the reference frame, plus every frame at least
 ``mem_freq`` frames after the last committed one (committed), plus the previous frame (temporary,
-replaced each step); probabilities are combined per frame with :func:`model.aggregate.aggregate_wbg`.
+replaced each step), i.e. :class:`inference_core.memory_bank.PassMemory` with the reference frame as
+its base; probabilities are combined per frame with :func:`model.aggregate.aggregate_wbg`.
 This is the original ``generation/fusion_generator.py`` pass. It is kept separate from
 ``inference_core.InferenceCore`` (which fuses and keeps a feature cache) because it never fuses and
 streams its results frame by frame, so memory use does not grow with the video length.
 
-Only :class:`model.propagation.prop_net.PropagationNetwork` methods are used: ``memorize``,
-``get_query_values``, ``segment_with_query``.
+Only the propagation network interface of the inference core is used: ``memorize``,
+``get_query_features``, ``segment_with_features``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from inference_core.memory_bank import PassMemory
 from model.aggregate import aggregate_wbg
 from util.tensor_util import pad_divide_by, unpad
 
@@ -64,20 +66,13 @@ class FusionGenerator:
 
     def _pass(self, keys: torch.Tensor, values: torch.Tensor, idx: int, end: int,
               step: int) -> Iterator[tuple[int, torch.Tensor]]:
-        prev_k = prev_v = None
-        last_committed = idx
-        for ti in range(idx + step, end + step, step):
-            if prev_k is not None:
-                this_k, this_v = torch.cat([keys, prev_k], 2), torch.cat([values, prev_v], 2)
-            else:
-                this_k, this_v = keys, values
-            query = self.prop_net.get_query_values(self._frame(ti))
-            prob = aggregate_wbg(self.prop_net.segment_with_query(this_k, this_v, *query), keep_bg=True)
+        frames = range(idx + step, end + step, step)
+        if len(frames) == 0:
+            return
+        memory = PassMemory(keys, values, [idx], idx, frames, self.mem_freq)
+        for ti in frames:
+            query = self.prop_net.get_query_features(self._frame(ti))
+            prob = aggregate_wbg(self.prop_net.segment_with_features(*memory.readout(), *query), keep_bg=True)
             yield ti, unpad(prob[:, 0], self.pad)
-            if ti != end:
-                # the previous frame is temporary memory; every mem_freq frames it is committed
-                prev_k, prev_v = self.prop_net.memorize(self._frame(ti), prob[1:])
-                if abs(ti - last_committed) >= self.mem_freq:
-                    last_committed = ti
-                    keys, values = torch.cat([keys, prev_k], 2), torch.cat([values, prev_v], 2)
-                    prev_k = prev_v = None
+            if memory.wants(ti):
+                memory.add(ti, *self.prop_net.memorize(self._frame(ti), prob[1:]))

@@ -8,8 +8,9 @@
   original ``inference_core_yv.py`` — each object has its own memory, started at the frame where it is
   first annotated, and propagation runs segment by segment up to (and including) the next annotated
   frame, where the new objects' ground truth takes priority over the propagated masks. This class is
-  built from the core's parts (:class:`PaddedFrames`, :class:`ProbStore`) and the network's
-  ``memorize`` / ``get_query_values`` / ``read_memory`` / ``decode``.
+  built from the core's parts (:class:`PaddedFrames`, :class:`ProbStore`, one
+  :class:`~inference_core.memory_bank.PassMemory` per object and pass: the same memory schedule) and the
+  network's ``memorize`` / ``get_query_values`` / ``read_memory`` / ``decode``.
 * :func:`frame_labels`: un-pad, optionally bilinear-upsample the probabilities, argmax, map indices to ids.
 
 Shapes: K objects, (H, W) processing size, (H', W') padded to /16.
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from inference_core.core import InferenceCore
 from inference_core.frames import FrameSource, PaddedFrames
+from inference_core.memory_bank import PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
 from util.tensor_util import Pad, apply_pad, unpad
@@ -102,8 +104,10 @@ class PerObjectPropagation:
         self.nh, self.nw, self.pad = self.frames.nh, self.frames.nw, self.frames.pad
         self.probs = ProbStore(self.k, self.t, self.nh, self.nw, self.device, prob_storage)
         self.enabled: list[int] = []                       # object indices with a memory, in arrival order
-        self.keys: dict[int, torch.Tensor] = {}            # object → 1×128×N×h×w (kept for the whole video)
-        self.values: dict[int, torch.Tensor] = {}          # object → 1×512×N×h×w
+        # object → its memory kept for the whole video: annotations and committed frames
+        self.keys: dict[int, torch.Tensor] = {}            # 1×128×N×h×w
+        self.values: dict[int, torch.Tensor] = {}          # 1×512×N×h×w
+        self.memory_frames: dict[int, list[int]] = {}      # the frame of each of the N entries
 
     def get_prob(self, t: int) -> torch.Tensor:
         """``(K+1)×1×H'×W'`` probabilities of frame ``t`` (padded)."""
@@ -138,43 +142,39 @@ class PerObjectPropagation:
         self.probs.set(frame, prob)
         key, value = self.prop_net.memorize(self.frames.get(frame), prob[self.enabled])
         for i, obj in enumerate(self.enabled):
-            self._append(obj, key[i:i + 1], value[i:i + 1])
+            self._append(obj, frame, key[i:i + 1], value[i:i + 1])
         self._pass(frame, end)
 
-    def _append(self, obj: int, key: torch.Tensor, value: torch.Tensor) -> None:
+    def _append(self, obj: int, t: int, key: torch.Tensor, value: torch.Tensor) -> None:
         if obj in self.keys:
             self.keys[obj] = torch.cat([self.keys[obj], key], 2)
             self.values[obj] = torch.cat([self.values[obj], value], 2)
+            self.memory_frames[obj].append(t)
         else:
-            self.keys[obj], self.values[obj] = key, value
+            self.keys[obj], self.values[obj], self.memory_frames[obj] = key, value, [t]
 
     def _pass(self, start: int, end: int) -> None:
-        last = end - 1
-        last_committed = start
-        temp: tuple[torch.Tensor, torch.Tensor] | None = None   # previous frame, not committed
-        for ti in range(start + 1, end):
+        frames = range(start + 1, end)
+        if len(frames) == 0:
+            return
+        memories = {obj: PassMemory(self.keys[obj], self.values[obj], self.memory_frames[obj], start, frames,
+                                    self.mem_freq) for obj in self.enabled}
+        for ti in frames:
             f16, f8, f4, k16, v16 = self.prop_net.get_query_values(self.frames.get(ti))
-            readouts = []
-            for i, obj in enumerate(self.enabled):
-                keys, values = self.keys[obj], self.values[obj]
-                if temp is not None:
-                    keys = torch.cat([keys, temp[0][i:i + 1]], 2)
-                    values = torch.cat([values, temp[1][i:i + 1]], 2)
-                readouts.append(self.prop_net.read_memory(keys, values, k16))
             # objects have memories of different lengths, so each is read on its own; the decoder then
             # runs once for all of them (the original decodes object by object: same numbers)
+            readouts = [self.prop_net.read_memory(*memories[obj].readout(), k16) for obj in self.enabled]
             out = aggregate_wbg(self.prop_net.decode(torch.cat(readouts, 0), f8, f4, v16), keep_bg=True)
             prob = self.probs.get(ti, self.device)
             prob[0] = out[0]
             prob[self.enabled] = out[1:]
             self.probs.set(ti, prob)
-            if ti == last:
-                break
-            key, value = self.prop_net.memorize(self.frames.get(ti), out[1:])
-            if abs(ti - last_committed) >= self.mem_freq:
+            if memories[self.enabled[0]].wants(ti):
+                key, value = self.prop_net.memorize(self.frames.get(ti), out[1:])
                 for i, obj in enumerate(self.enabled):
-                    self._append(obj, key[i:i + 1], value[i:i + 1])
-                last_committed = ti
-                temp = None
-            else:
-                temp = (key, value)
+                    memories[obj].add(ti, key[i:i + 1], value[i:i + 1])
+        # committed frames stay in each object's memory for the rest of the video
+        for obj, memory in memories.items():
+            keys, values = memory.committed()
+            self.keys[obj], self.values[obj] = keys.clone(), values.clone()
+            self.memory_frames[obj] = list(memory.slot_frames)

@@ -79,19 +79,6 @@ def read_keys(reference_dir):
     return _read
 
 
-@pytest.fixture
-def formula_checkpoint(formula, tmp_path):
-    """Save formula weights for ``model`` to a .pth in the official (plain state dict) format."""
-
-    def _make(model: torch.nn.Module, name: str = "model.pth", prefix: str = "") -> Path:
-        sd = formula.formula_state_dict(model.state_dict())
-        path = tmp_path / name
-        torch.save({prefix + k: v for k, v in sd.items()}, path)
-        return path
-
-    return _make
-
-
 @pytest.fixture(autouse=True)
 def _restore_torch_global_state():
     """Scripts' main() may switch autograd off process-wide (as the original GUI does); tests run

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from inference_core import InferenceCore
+from inference_core.core import fuse_frame
 from model.aggregate import aggregate_wbg
 from model.fusion_net import FusionNet
 from model.propagation.prop_net import PropagationNetwork
@@ -25,18 +26,18 @@ def test_batched_fusion_equals_per_object_loop(formula_nets):
     frames = rng.integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
     core = InferenceCore(prop, fuse, frames, 2, device="cpu")
     with torch.inference_mode():
-        core.pos_mask_diff = torch.from_numpy(rng.random((3, 1, 64, 96), dtype=np.float32))
-        core.neg_mask_diff = torch.from_numpy(rng.random((3, 1, 64, 96), dtype=np.float32))
+        pos = torch.from_numpy(rng.random((3, 1, 64, 96), dtype=np.float32))
+        neg = torch.from_numpy(rng.random((3, 1, 64, 96), dtype=np.float32))
         prev = aggregate_wbg(torch.from_numpy(rng.random((2, 1, 64, 96), dtype=np.float32)), keep_bg=True)
         curr = aggregate_wbg(torch.from_numpy(rng.random((2, 1, 64, 96), dtype=np.float32)), keep_bg=True)
         mk16, _ = prop.memorize(core.get_image(1), curr[1:])
         qk16 = prop.get_query_values(core.get_image(3))[3]
-        ours = core._fuse_frame(1, 5, 3, prev, curr, mk16, qk16)
+        ours = fuse_frame(prop, fuse, core.get_image(3), 1, 5, 3, prev, curr, mk16, qk16, pos, neg)
         # the original: one object at a time
         dist = torch.tensor([[2 / 4, 2 / 4]])
         w = torch.zeros(2, 1, 64, 96)
         for k in (1, 2):
-            attn = prop.get_attention(mk16[k - 1:k], core.pos_mask_diff[k:k + 1], core.neg_mask_diff[k:k + 1], qk16)
+            attn = prop.get_attention(mk16[k - 1:k], pos[k:k + 1], neg[k:k + 1], qk16)
             w[k - 1] = torch.sigmoid(fuse(core.get_image(3), prev[k:k + 1], curr[k:k + 1], attn, dist))[0]
         ref = aggregate_wbg(w, keep_bg=True)
     assert (ours - ref).abs().max().item() < 1e-5

@@ -17,12 +17,12 @@ class StubProp(torch.nn.Module):
         key = torch.nn.functional.avg_pool2d(masks, 16).view(k, 1, 1, h, w).expand(k, 2, 1, h, w).contiguous()
         return key, key.clone()
 
-    def get_query_values(self, frame):
+    def get_query_features(self, frame):
         h, w = frame.shape[-2] // 16, frame.shape[-1] // 16
         z = torch.zeros(1, 2, h, w)
         return z, z, z, z, z
 
-    def segment_with_query(self, keys, values, f16, f8, f4, k16, v16):
+    def segment_with_features(self, keys, values, k16, *features):
         # mean of the memory values, upsampled: a plausible probability per object
         m = values.mean(dim=(1, 2))  # K×h×w
         return torch.nn.functional.interpolate(m.unsqueeze(1), scale_factor=16).clamp(0.05, 0.95)
@@ -41,18 +41,18 @@ class StubFusion(torch.nn.Module):
         return torch.logit((seg1 + seg2).clamp(0.01, 1.98) / 2)
 
 
-def make_core(t=14, k=1, h=32, w=48, mem_freq=5):
+def make_core(t=14, k=1, h=32, w=48, mem_freq=5, **kwargs):
     frames = np.random.default_rng(0).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
     fusion = StubFusion()
-    core = InferenceCore(StubProp(), fusion, frames, k, mem_freq=mem_freq, device="cpu")
+    core = InferenceCore(StubProp(), fusion, frames, k, mem_freq=mem_freq, device="cpu", **kwargs)
     trace = []
     core.memory_trace = lambda ti, mem: trace.append((ti, list(mem)))
     return core, fusion, trace
 
 
-def onehot(k, h, w, label=1):
+def onehot(k, h, w, label=1, region=(slice(8, 24), slice(8, 24))):
     m = torch.zeros(k + 1, 1, h, w)
-    m[label, :, 8:24, 8:24] = 1
+    m[label, :, region[0], region[1]] = 1
     m[0] = 1 - m[1:].sum(0)
     return m
 
@@ -97,15 +97,25 @@ def test_interact_returns_masks_and_progress_callbacks():
 
 def test_update_mask_only_is_in_place_and_undone_by_next_interact():
     core, _, _ = make_core(t=6)
-    out = core.interact(onehot(1, 32, 48), 0)
-    before = out.copy()
+    # whole 16×16 cells, so the stub network propagates the object
+    cells = (slice(0, 32), slice(0, 16))
+    out = core.interact(onehot(1, 32, 48, region=cells), 0)
+    interacted = out[0].copy()
+    assert (interacted == 1).any() and (out[3] == 1).any()
+    prob3 = core.get_prob(3).clone()
     m = torch.zeros(2, 1, 32, 48)
     m[0] = 1  # all background
     ret = core.update_mask_only(m, 3)
     assert ret is core.np_masks and (ret[3] == 0).all()
-    core.interact(onehot(1, 32, 48), 5)
-    # frame 3 is recomputed from prob (unchanged by update_mask_only) and then re-propagated
-    assert core.np_masks.shape == before.shape
+    assert torch.equal(core.get_prob(3), prob3)          # only the displayed mask changed
+    core.update_mask_only(m, 0)
+    assert (core.np_masks[0] == 0).all()
+    core.interact(onehot(1, 32, 48, region=cells), 5)
+    # frame 0 (an interaction, a stop of the new pass: not re-propagated) shows its probabilities again
+    assert np.array_equal(core.np_masks[0], interacted)
+    # frame 3 was re-propagated from the new interaction: its mask is its probabilities' argmax again
+    assert (core.np_masks[3] == 1).any()
+    assert np.array_equal(core.np_masks[3], core.get_prob(3).argmax(0)[0].numpy())
 
 
 def test_cancel_leaves_consistent_state():
@@ -115,8 +125,8 @@ def test_cancel_leaves_consistent_state():
     next(gen)
     next(gen)
     gen.close()
-    assert core.interacted == {0}
-    assert core.probs.is_set(1) and core.probs.is_set(2) and not core.probs.is_set(5)
+    assert core.interacted == {0} and core.interacted_frames == {0}
+    assert core.is_propagated(1) and core.is_propagated(2) and not core.is_propagated(5)
     assert (core.np_masks[0] == onehot(1, 32, 48).argmax(0)[0].numpy()).all()
 
 
@@ -157,18 +167,19 @@ def test_bad_sessions_raise_clear_errors():
 def test_add_object_extends_state():
     core, _, _ = make_core(t=5)
     core.interact(onehot(1, 32, 48), 0)
-    assert core.add_object() == 2
-    assert core.get_prob(3).shape == (3, 1, 32, 48)
-    assert core.certain.keys.shape[0] == 2
+    assert core.add_object() == 2 and core.num_objects == 2 and core.k == 2
+    assert core.get_prob(3).shape == (3, 1, 32, 48) and (core.get_prob(3)[2] == 0).all()
     out = core.interact(onehot(2, 32, 48, label=2), 4)
-    assert out.max() <= 2
+    assert set(np.unique(out[4])) == {0, 2}      # the new object, where it was drawn
+    assert set(np.unique(out[0])) == {0, 1}      # the first object keeps its interaction
+    assert core.certain_frames == [0, 4]
 
 
 def test_feature_cache_is_bounded_in_bytes():
-    core, _, _ = make_core(t=14)
-    core.query_cache.max_bytes = 3 * 5 * (2 * 2 * 3) * 4  # three frames of five 1×2×2×3 stub features
+    # three frames of five 1×2×2×3 stub features
+    core, _, _ = make_core(t=14, feature_cache_bytes=3 * 5 * (2 * 2 * 3) * 4)
     core.interact(onehot(1, 32, 48), 6)
-    assert len(core.query_cache) == 3
+    assert core.feature_cache_frames == 3 and core.feature_bytes == 3 * 5 * (2 * 2 * 3) * 4
 
 
 def test_compact_probability_storage_round_trips():

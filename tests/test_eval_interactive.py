@@ -111,7 +111,7 @@ def test_s2m_input_follows_the_original_recipe():
     # make the core's mask at frame 2 non-trivial: object 1 on the left, object 2 on the right
     prev = np.zeros((proc.nh, proc.nw), np.uint8)
     prev[10:60, 5:50], prev[30:90, 80:130] = 1, 2
-    proc.core.masks[2, 0] = torch.from_numpy(prev)
+    proc.core.update_mask_only(torch.from_numpy(np.stack([prev == k for k in range(3)])).float().unsqueeze(1), 2)
     scribble = _scribble(5, 2, [{"path": [[0.2, 0.3], [0.3, 0.4]], "object_id": 1},
                                 {"path": [[0.7, 0.6], [0.8, 0.6]], "object_id": 2},
                                 {"path": [[0.5, 0.1], [0.5, 0.9]], "object_id": 0}])

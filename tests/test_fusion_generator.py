@@ -20,10 +20,10 @@ class RecordingProp:
         k = masks.shape[0]
         return torch.full((k, 1, 1, 1, 1), t), torch.full((k, 1, 1, 1, 1), t)
 
-    def get_query_values(self, frame):
+    def get_query_features(self, frame):
         return (frame,)
 
-    def segment_with_query(self, keys, values, frame):
+    def segment_with_features(self, keys, values, frame):
         self.reads.append((int(frame.max()), [int(x) for x in keys[0, 0, :, 0, 0].tolist()]))
         k = keys.shape[0]
         return torch.full((k, 1, *frame.shape[-2:]), 0.25 + 0.5 * (frame.max() % 2))

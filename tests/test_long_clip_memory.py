@@ -72,7 +72,7 @@ def test_core_with_spill_gives_the_same_masks(tmp_path):
     for core in cores:
         core.interact(mask, 0)
         core.interact(mask, 5)
-    assert cores[1].probs.disk_bytes > 0
+    assert cores[1].prob_disk_bytes > 0
     for t in range(6):
         assert torch.equal(cores[0].get_prob(t), cores[1].get_prob(t))
     assert np.array_equal(cores[0].np_masks, cores[1].np_masks)

@@ -1,5 +1,8 @@
 """Which device runs the networks and which precision is fast on it (the one place that decides both).
 
+Callers turn a user's choice into ``(device, precision)`` with :func:`resolve_device_precision` and
+tell the user what runs with :func:`describe_compute` (e.g. ``"cpu, float32 (exact)"``).
+
 bfloat16 is only worth it on CPUs with native bf16 arithmetic (AVX-512-BF16 or AMX); elsewhere oneDNN
 emulates it and a propagation runs ~10× *slower* (measured: 65 s vs 4.6 s CPU time per decoder call on
 an AVX2 EPYC). On CUDA, float16 autocast is the original GUI's default.
@@ -50,6 +53,15 @@ def cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(sorted(f for f in ("avx512_bf16", "amx_bf16") if f in flags))
 
 
+def precision_name(name: str) -> str:
+    """The canonical name of a precision or its alias (``fp32``/``bf16``/``fp16``): ``"float32"``,
+    ``"bfloat16"`` or ``"float16"``. Raises ValueError for anything else."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _ALIASES:
+        raise ValueError(f"precision must be float32, bfloat16 or float16 (or fp32, bf16, fp16); got {name!r}")
+    return _ALIASES[key]
+
+
 def fast_precision(device: torch.device | str) -> str:
     """The reduced precision that is fast on ``device``: float16 on CUDA, bfloat16 on CPUs with native
     bf16, else float32."""
@@ -59,11 +71,12 @@ def fast_precision(device: torch.device | str) -> str:
     return "bfloat16" if cpu_bf16_flags() else "float32"
 
 
-def resolve_precision(requested: str, device: torch.device | str) -> str:
+def resolve_precision(requested: str | None, device: torch.device | str) -> str:
     """Normalise a precision name; ``"auto"`` picks :func:`fast_precision`. Warns when bfloat16 is asked
     for on a CPU without native bf16 (allowed, but slow) and rejects float16 on CPU."""
-    if requested == "auto":
+    if requested is None or (isinstance(requested, str) and requested.strip().lower() == "auto"):
         return fast_precision(device)
+    requested = requested.strip().lower() if isinstance(requested, str) else requested
     if requested not in _ALIASES:
         raise ValueError(f"precision must be auto, float32, bfloat16 or float16; got {requested!r}")
     name = _ALIASES[requested]
@@ -79,4 +92,38 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """``None`` for float32 (no autocast), else the autocast dtype."""
-    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[_ALIASES[precision]]
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision_name(precision)]
+
+
+def resolve_device_precision(device: str | torch.device | None = None, precision: str | None = "float32",
+                             *, no_amp: bool = False) -> tuple[torch.device, str]:
+    """The one decision of where and how the networks run, from what the user asked for.
+
+    ``device``: as :func:`resolve_device` (``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+    ``precision``: ``"auto"``/``None`` (the fast one for the device, :func:`fast_precision`),
+    ``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``. ``no_amp`` (the
+    original's ``--no_amp``) forces float32 whatever ``precision`` says.
+
+    Returns ``(device, precision name)``. Raises ValueError (one sentence) for an unknown or unusable
+    device, an unknown precision or float16 on CPU.
+    """
+    dev = resolve_device(device)
+    if no_amp:
+        return dev, "float32"
+    return dev, resolve_precision(precision, dev)
+
+
+def describe_compute(device: torch.device | str, precision: str) -> str:
+    """One line for the user: ``"cpu, float32 (exact)"``, ``"cpu, bfloat16 (native AVX-512-BF16)"``,
+    ``"cuda:0, float16 (autocast)"``."""
+    device = torch.device(device)
+    name = precision_name(precision)
+    if name == "float32":
+        how = "exact"
+    elif device.type == "cuda":
+        how = "autocast"
+    else:
+        flags = cpu_bf16_flags()
+        how = ("native " + " + ".join(f.upper().replace("512_", "-512-").replace("_", "-") for f in flags)
+               if flags else "emulated, slower than float32")
+    return f"{device}, {name} ({how})"

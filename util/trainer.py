@@ -268,7 +268,3 @@ class Trainer:
             if self.logger is not None:
                 self.logger.flush()
         return it
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested

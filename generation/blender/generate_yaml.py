@@ -168,11 +168,6 @@ def fit_poly(points: np.ndarray, degree: int = DEGREE) -> list[list[float]]:
     return npoly.polyfit(ts, points, deg=degree).astype(float).tolist()
 
 
-def eval_poly(coeffs, t) -> np.ndarray:
-    """Positions of a trajectory at times ``t`` (scalar → 3, array of n → n × 3)."""
-    return np.asarray(npoly.polyval(t, np.asarray(coeffs, dtype=float))).T
-
-
 def min_path_distance(path_a, path_b, robust: bool = False) -> float:
     """min over t ∈ [0, 1] of ‖a(t) − b(t)‖ by SciPy's bounded scalar minimisation.
 

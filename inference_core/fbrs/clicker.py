@@ -32,13 +32,5 @@ class Clicker:
     def set_state(self, state: list[Click]) -> None:
         self.clicks_list = list(state)
 
-    @property
-    def num_pos_clicks(self) -> int:
-        return sum(c.is_positive for c in self.clicks_list)
-
-    @property
-    def num_neg_clicks(self) -> int:
-        return len(self.clicks_list) - self.num_pos_clicks
-
     def __len__(self) -> int:
         return len(self.clicks_list)

@@ -1,4 +1,4 @@
-"""Qt-free interactions of the annotation GUI (spec §5.2–5.4, §5.9).
+"""Qt-free interactions of the annotation GUI.
 
 An interaction turns user input on one frame into a background-included mask
 ``out_mask`` ``(K+1)×1×H'×W'`` (padded to /16) and keeps the soft object probabilities

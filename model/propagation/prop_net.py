@@ -1,7 +1,18 @@
 """MiVOS propagation network (STM with top-k memory read), inference form.
 
-State-dict keys = the official ``propagation_model.pth`` (597 entries, see
-``shared/reference/keys/propagation.txt``). Constructing it never downloads weights.
+State-dict keys = the official ``propagation_model.pth`` (597 entries). Constructing it never
+downloads weights.
+
+The interface every propagation runner of the project uses (the inference core, the fusion-data
+generator, and any stand-in network such as the benchmark's original-path wrapper or a test stub):
+
+* ``memorize(frame, masks) -> (keys K×Ck×1×h×w, values K×Cv×1×h×w)``;
+* ``get_query_features(frame) -> tuple`` of everything a query frame contributes, cached per frame;
+  its **first element is the query key** ``1×Ck×h×w`` (fusion reads it);
+* ``segment_with_features(keys, values, *features) -> K×1×H×W`` sigmoid probabilities;
+* ``get_attention(mk16, pos_mask, neg_mask, qk16) -> K×2×H×W`` (fusion only).
+
+The original's ``get_query_values`` / ``segment_with_query`` are kept (same numbers).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The propagation network as trained (Mask-Propagation ``model/network.py``), built from the same modules
 as the inference :class:`~model.propagation.prop_net.PropagationNetwork`.
 
-Differences from inference (spec §8.2, §10.1): the memory read is a plain softmax over every memory
+Differences from inference: the memory read is a plain softmax over every memory
 position (``EvalMemoryReader(top_k=None)``), samples are batched (B samples, one query each), and
 stage 0 trains a single-object variant whose mask encoder takes RGB + mask (4 input channels, no
 "others" mask). State-dict keys are those of ``propagation_model.pth`` in both variants, so a

@@ -1,0 +1,288 @@
+"""Running the workload: one precision mode per worker process (so peak RSS is per mode), and the parent
+side that starts a worker and reads its result."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.modes import autocast_context, precision_kwargs
+from benchmark.original_path import OriginalPath
+from benchmark.report import LONG_CLIP_TARGET_RSS, agreement_keys, time_metrics
+from benchmark.weights import load_networks
+from benchmark.workload import (MEMORY_FLOATS_PER_CELL, ProceduralClip, agreement, fbrs_clicks, one_hot,
+                                original_layout_bytes, make_scribbles, spoil_labels)
+from dataset.synthetic import make_clip
+from inference_core import InferenceCore
+from inference_core.interaction.fbrs_controller import FBRSController
+from inference_core.interaction.s2m_controller import S2MController
+from model.aggregate import aggregate_wbg
+from util.memory import current_rss_bytes, peak_rss_bytes
+from util.tensor_util import compute_pad, unpad
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Progress:
+    """Per-frame progress on stderr (progressbar2), silenced with --quiet."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.label, self.quiet, self.bar, self.done = label, quiet, None, 0
+
+    def total(self, n: int) -> None:
+        if self.quiet:
+            return
+        import progressbar
+        widgets = [f"{self.label} ", progressbar.Counter(), f"/{n} ", progressbar.Bar(), " ", progressbar.Timer()]
+        self.bar = progressbar.ProgressBar(max_value=n, widgets=widgets, fd=sys.stderr).start()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.done)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.finish()
+
+
+def log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one mode (the worker process's whole job) and return its result."""
+    torch.set_num_threads(cfg["threads"])
+    if cfg["long_clip"]:
+        return long_clip_worker(cfg)
+    return clip_worker(cfg)
+
+
+def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The timed workload: two interaction rounds, one S2M interaction, up to three f-BRS clicks."""
+    mode, device, quiet = cfg["mode"], cfg["device"], cfg["quiet"]
+    k, t_len = cfg["objects"], cfg["frames"]
+    clip = make_clip(num_frames=t_len, width=cfg["width"], height=cfg["height"], num_objects=k, seed=cfg["seed"])
+    nets = load_networks(Path(cfg["weights"]), device)
+    pad = compute_pad(cfg["height"], cfg["width"])
+
+    first_idx = t_len // 2                       # round 1: the middle frame (12 of 24)
+    second_idx = 0                               # round 2: the first frame, fused up to first_idx
+    s2m_idx = max(1, t_len // 4) if t_len > 2 else 0
+    fbrs_idx = min(t_len - 1, (3 * t_len) // 4)
+    round1_mask = one_hot(clip.labels[first_idx], k)
+    round2_mask = one_hot(spoil_labels(clip.labels[second_idx], k, cfg["seed"]), k)
+    scribbles = make_scribbles(clip.labels[s2m_idx], k)
+    clicks = fbrs_clicks(clip.labels[fbrs_idx])[:cfg["clicks"]]
+
+    core_kw = precision_kwargs(InferenceCore.__init__, mode)
+    s2m_kw = precision_kwargs(S2MController.__init__, mode)
+    fbrs_kw = precision_kwargs(FBRSController.__init__, mode)
+    via = {"core": "InferenceCore(precision=...)" if core_kw else "torch.autocast",
+           "s2m": "S2MController(precision=...)" if s2m_kw else "torch.autocast",
+           "fbrs": "FBRSController(precision=...)" if fbrs_kw else "torch.autocast"}
+    if mode == "fp32":
+        via = {key: "float32" for key in via}
+    prop_net = nets["prop"]
+    if mode == "orig":
+        via = {key: "float32, original compute path" for key in via}
+        core_kw = {"channels_last": False}
+        prop_net = OriginalPath(nets["prop"])
+        if hasattr(nets["fbrs"], "use_folded_inference"):
+            nets["fbrs"].use_folded_inference = False
+
+    keys = agreement_keys(len(clicks))
+    runs, first_masks, run_agreement, fbrs_fp32 = [], None, {key: 1.0 for key in keys}, False
+    for run in range(cfg["runs"]):
+        tag = f"[{mode} run {run + 1}/{cfg['runs']}]"
+        timings: dict[str, float] = {}
+        masks: dict[str, np.ndarray] = {}
+        core = InferenceCore(prop_net, nets["fusion"], clip.frames, k, mem_profile=0,
+                             mem_freq=cfg["mem_freq"], device=device, **(core_kw or {}))
+        for name, idx, mask in (("round1", first_idx, round1_mask), ("round2", second_idx, round2_mask)):
+            backward, forward = core.pass_bounds(idx)
+            n_frames = forward - backward - 2
+            bar = Progress(f"{tag} {name} @{idx}", quiet)
+            with autocast_context(mode, device, core_kw is not None):
+                _sync(device)
+                start = time.perf_counter()
+                core.interact(mask, idx, bar.total, bar.step)
+                _sync(device)
+                elapsed = time.perf_counter() - start
+            bar.finish()
+            timings[f"{name}_s"] = elapsed
+            timings[f"{name}_frames"] = n_frames
+            timings[f"{name}_s_per_frame"] = elapsed / max(n_frames, 1)
+            masks[name] = core.np_masks.copy()
+
+        # S2M: one scribble interaction on a frame, all objects (the GUI's controller + aggregation)
+        s2m = S2MController(nets["s2m"], k, ignore_class=255, device=device, **(s2m_kw or {}))
+        image, prev = core.get_image(s2m_idx), core.get_mask(s2m_idx)
+        with torch.inference_mode(), autocast_context(mode, device, s2m_kw is not None):
+            _sync(device)
+            start = time.perf_counter()
+            prob = aggregate_wbg(s2m.interact(image, prev, scribbles), keep_bg=True)
+            labels = torch.argmax(prob, dim=0)[0]
+            _sync(device)
+            timings["s2m_s"] = time.perf_counter() - start
+        masks["s2m"] = unpad(labels.cpu().numpy().astype(np.uint8), pad)
+
+        # f-BRS: up to three clicks on one object (the first click starts the session)
+        image = core.get_image(fbrs_idx)
+        try:
+            fbrs_timings, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
+                                                use_autocast=not fbrs_fp32)
+        except (TypeError, RuntimeError) as e:
+            if mode in ("fp32", "orig") or fbrs_kw is not None or fbrs_fp32:
+                raise
+            # autocast reaches code that cannot take a reduced-precision tensor: measure f-BRS in float32
+            fbrs_fp32 = True
+            via["fbrs"] = f"float32 (autocast failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            log(f"{tag} f-BRS under autocast failed ({e}); f-BRS runs in float32 in this mode", quiet)
+            fbrs_timings, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
+                                                use_autocast=False)
+        timings.update(fbrs_timings)
+        masks.update(fbrs_masks)
+        log(f"{tag} " + ", ".join(f"{m} {timings[m]:.3f}" for m in time_metrics(len(clicks))), quiet)
+
+        runs.append(timings)
+        if first_masks is None:
+            first_masks = masks
+        else:
+            for key in keys:
+                run_agreement[key] = min(run_agreement[key], agreement(first_masks[key], masks[key]))
+        del core, s2m
+
+    np.savez_compressed(cfg["masks_out"], **first_masks)
+    return {"mode": mode, "precision_via": via, "runs": runs, "peak_rss_bytes": peak_rss_bytes(),
+            "run_to_run_agreement": run_agreement,
+            "workload": {"round1_frame": first_idx, "round2_frame": second_idx, "s2m_frame": s2m_idx,
+                         "fbrs_frame": fbrs_idx, "fbrs_clicks_xy_positive": [list(c) for c in clicks],
+                         "round1_frames": runs[0]["round1_frames"], "round2_frames": runs[0]["round2_frames"]}}
+
+
+def run_fbrs(net, image, clicks, pad, mode: str, device: str, fbrs_kw: dict | None,
+             use_autocast: bool) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The clicks through a fresh FBRSController: per-click latency and binary mask (un-padded)."""
+    fbrs = FBRSController(net, device=device, **(fbrs_kw or {}))
+    timings, masks = {}, {}
+    for i, (x, y, positive) in enumerate(clicks, 1):
+        with autocast_context(mode, device, fbrs_kw is not None or not use_autocast):
+            _sync(device)
+            start = time.perf_counter()
+            out = fbrs.interact(image, float(x + pad[0]), float(y + pad[2]), positive)
+            _sync(device)
+            timings[f"fbrs_click{i}_s"] = time.perf_counter() - start
+        masks[f"fbrs_click{i}"] = unpad((out[0, 0] > 0.5).float().cpu().numpy().astype(np.uint8), pad)
+    return timings, masks
+
+
+
+def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Memory of one pass over a lazily generated long clip, stopped after ``window`` frames."""
+    mode, device, quiet = cfg["mode"], cfg["device"], cfg["quiet"]
+    k, t_len, h, w = cfg["objects"], cfg["frames"], cfg["height"], cfg["width"]
+    rss_start = current_rss_bytes()
+    clip = ProceduralClip(t_len, w, h, k, cfg["seed"])
+    nets = load_networks(Path(cfg["weights"]), device)
+    rss_models = current_rss_bytes()
+    pad = compute_pad(h, w)
+    nh, nw = h + pad[2] + pad[3], w + pad[0] + pad[1]
+
+    core_kw = precision_kwargs(InferenceCore.__init__, mode) or {}
+    options = {"mem_profile": cfg["mem_profile"], "prob_storage": cfg["prob_storage"],
+               "feature_cache_bytes": int(cfg["feature_cache_mb"] * 2 ** 20)}
+    if cfg.get("prob_spill_dir"):
+        options.update(prob_spill_dir=cfg["prob_spill_dir"], prob_ram_bytes=int(cfg["prob_ram_mb"] * 2 ** 20))
+    core = InferenceCore(nets["prop"], nets["fusion"], clip, k, mem_freq=cfg["mem_freq"], device=device,
+                         **options, **core_kw)
+    annotated = cfg["annotated_frame"]
+    window = min(cfg["window"], t_len - annotated - 1)
+    bar = Progress(f"[long clip {mode}] frames after @{annotated}", quiet)
+    frame_times, total = [], 0
+    with autocast_context(mode, device, bool(core_kw)):
+        gen = core.interact_iter(one_hot(clip.labels(annotated), k), annotated)
+        try:
+            _sync(device)
+            start = time.perf_counter()
+            _, total = next(gen)
+            bar.total(window)
+            for done, _ in gen:
+                _sync(device)
+                now = time.perf_counter()
+                frame_times.append(now - start)
+                start = now
+                bar.step()
+                if done >= window:
+                    break
+        finally:
+            gen.close()  # cancels the rest of the pass; the masks are brought up to date
+    bar.finish()
+    steady = frame_times[2:] if len(frame_times) > 3 else frame_times
+    cells = (nh // 16) * (nw // 16)
+    memory_bytes_per_commit = k * MEMORY_FLOATS_PER_CELL * cells * 4
+    frames_stored = len(frame_times) + 1
+    # bytes the store really keeps per frame (compact storage may drop derivable channels)
+    prob_bytes_per_frame = core.prob_bytes // max(frames_stored, 1)
+    # what a pass over the whole clip would add on top of the measured peak: the probabilities of the
+    # frames not propagated yet, and the memory frames committed every mem_freq frames
+    remaining = t_len - frames_stored
+    remaining_prob_bytes = remaining * prob_bytes_per_frame
+    if "prob_ram_bytes" in options:   # spilled beyond the budget: memory grows only up to it
+        remaining_prob_bytes = max(0, min(remaining_prob_bytes, options["prob_ram_bytes"] - core.prob_bytes))
+    projection = {"probabilities_remaining_frames": remaining_prob_bytes,
+                  "memory_bank_commits": (remaining // cfg["mem_freq"]) * memory_bytes_per_commit}
+    projection["projected_full_pass_peak_rss_bytes"] = peak_rss_bytes() + sum(projection.values())
+    return {"mode": mode, "frames": t_len, "objects": k, "size": [w, h], "padded": [nw, nh],
+            "options": options, "annotated_frame": annotated, "pass_length": total,
+            "frames_propagated": len(frame_times),
+            "seconds_per_frame_median": float(np.median(steady)) if steady else None,
+            "frame_seconds": frame_times,
+            "pass_seconds": float(sum(frame_times)),
+            "prob_bytes_in_memory": core.prob_bytes,
+            "prob_bytes_spilled": core.prob_disk_bytes,
+            "rss_bytes": {"start": rss_start, "models_loaded": rss_models, "end": current_rss_bytes()},
+            "peak_rss_bytes": peak_rss_bytes(),
+            "masks_bytes": t_len * nh * nw,
+            "projection": projection,
+            "original_layout_bytes": original_layout_bytes(t_len, k, nh, nw),
+            "target_peak_rss_bytes": LONG_CLIP_TARGET_RSS}
+
+
+# =============================================================================================================
+# parent: run the modes, compare, report
+# =============================================================================================================
+def run_worker(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run one mode in a fresh interpreter; returns its result (raises BenchmarkError on failure)."""
+    cfg_path = work / f"{cfg['mode']}_{'long' if cfg['long_clip'] else 'clip'}.json"
+    result_path = cfg_path.with_suffix(".result.json")
+    cfg_path.write_text(json.dumps(cfg))
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(cfg["threads"])
+    # the package's own entry point, from the project root (whatever the caller's working folder)
+    cmd = [sys.executable, "-m", "benchmark", "--_worker", str(cfg_path), "--_result", str(result_path)]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE if cfg["quiet"] else None, text=True)
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = (proc.stderr or "").strip().splitlines()[-1:] if cfg["quiet"] else []
+        raise BenchmarkError(f"mode {cfg['mode']} failed (exit {proc.returncode})"
+                             + (f": {tail[0]}" if tail else "; see the output above"))
+    return json.loads(result_path.read_text())
+
