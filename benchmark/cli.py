@@ -94,6 +94,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--feature-cache-mb", type=float, default=256,
                    help="--long-clip: InferenceCore feature_cache_bytes in MiB (default 256)")
     p.add_argument("--mem-profile", type=int, default=0, choices=(0, 1, 2, 3), help="--long-clip: mem_profile")
+    p.add_argument("--prob-spill", action="store_true",
+                   help="--long-clip: keep only --prob-ram-mb of probabilities in memory, the rest in a file "
+                        "in the benchmark's work folder (as the GUI does in its workspace; numbers unchanged)")
+    p.add_argument("--prob-ram-mb", type=float, default=256,
+                   help="--long-clip --prob-spill: in-memory probability budget in MiB (default 256)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--_worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
@@ -235,11 +240,13 @@ def run_long_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[s
         log(f"== long clip, mode {mode} ==", args.quiet)
         cfg = dict(base_cfg, mode=mode, window=args.window, annotated_frame=annotated,
                    prob_storage=args.prob_storage, feature_cache_mb=args.feature_cache_mb,
-                   mem_profile=args.mem_profile)
+                   mem_profile=args.mem_profile, prob_ram_mb=args.prob_ram_mb,
+                   prob_spill_dir=str(work / f"spill_{mode}") if args.prob_spill else None)
         out[mode] = run_worker(cfg, work)
     notes.append("frames are generated per index (ProceduralClip), never held as a T×H×W×3 array; the pass is "
                  "stopped after --window frames (interact_iter), the projection adds the probabilities and "
                  "memory-bank commits a full pass would still store")
     config.update({"window": args.window, "prob_storage": args.prob_storage,
-                   "feature_cache_mb": args.feature_cache_mb, "mem_profile": args.mem_profile})
+                   "feature_cache_mb": args.feature_cache_mb, "mem_profile": args.mem_profile,
+                   "prob_spill": args.prob_spill, "prob_ram_mb": args.prob_ram_mb})
     return {"schema": SCHEMA, "config": config, "long_clip": out, "skipped": skipped, "notes": notes}

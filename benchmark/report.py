@@ -104,6 +104,8 @@ def print_long_table(result: dict[str, Any]) -> None:
               f"{r['frames_propagated']} frames propagated from frame {r['annotated_frame']} "
               f"({fmt_s(r['seconds_per_frame_median'])} s/frame after the first two)")
         print(f"  options: {r['options']}")
+        print(f"  pass time: {r['pass_seconds']:.0f} s; probabilities in memory at the end "
+              f"{fmt_gb(r['prob_bytes_in_memory'])}, spilled to disk {fmt_gb(r['prob_bytes_spilled'])}")
         print(f"  peak RSS measured: {fmt_gb(r['peak_rss_bytes'])} (models loaded: "
               f"{fmt_gb(r['rss_bytes']['models_loaded'])}); projected at the end of a full pass: "
               f"{fmt_gb(r['projection']['projected_full_pass_peak_rss_bytes'])}; "

@@ -209,6 +209,8 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     core_kw = precision_kwargs(InferenceCore.__init__, mode) or {}
     options = {"mem_profile": cfg["mem_profile"], "prob_storage": cfg["prob_storage"],
                "feature_cache_bytes": int(cfg["feature_cache_mb"] * 2 ** 20)}
+    if cfg.get("prob_spill_dir"):
+        options.update(prob_spill_dir=cfg["prob_spill_dir"], prob_ram_bytes=int(cfg["prob_ram_mb"] * 2 ** 20))
     core = InferenceCore(nets["prop"], nets["fusion"], clip, k, mem_freq=cfg["mem_freq"], device=device,
                          **options, **core_kw)
     annotated = cfg["annotated_frame"]
@@ -242,7 +244,10 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     # what a pass over the whole clip would add on top of the measured peak: the probabilities of the
     # frames not propagated yet, and the memory frames committed every mem_freq frames
     remaining = t_len - frames_stored
-    projection = {"probabilities_remaining_frames": remaining * prob_bytes_per_frame,
+    remaining_prob_bytes = remaining * prob_bytes_per_frame
+    if "prob_ram_bytes" in options:   # spilled beyond the budget: memory grows only up to it
+        remaining_prob_bytes = max(0, min(remaining_prob_bytes, options["prob_ram_bytes"] - core.prob_bytes))
+    projection = {"probabilities_remaining_frames": remaining_prob_bytes,
                   "memory_bank_commits": (remaining // cfg["mem_freq"]) * memory_bytes_per_commit}
     projection["projected_full_pass_peak_rss_bytes"] = peak_rss_bytes() + sum(projection.values())
     return {"mode": mode, "frames": t_len, "objects": k, "size": [w, h], "padded": [nw, nh],
@@ -250,6 +255,9 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "frames_propagated": len(frame_times),
             "seconds_per_frame_median": float(np.median(steady)) if steady else None,
             "frame_seconds": frame_times,
+            "pass_seconds": float(sum(frame_times)),
+            "prob_bytes_in_memory": core.prob_bytes,
+            "prob_bytes_spilled": core.prob_disk_bytes,
             "rss_bytes": {"start": rss_start, "models_loaded": rss_models, "end": current_rss_bytes()},
             "peak_rss_bytes": peak_rss_bytes(),
             "masks_bytes": t_len * nh * nw,

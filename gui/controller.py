@@ -37,6 +37,7 @@ from gui.targets import EditTarget, FrameTarget, LocalTarget, stroke_canvas
 from gui.workspace import SessionState, Workspace, WorkspaceError
 from inference_core.interaction.interactions import (ClickInteraction, FreeInteraction, LocalInteraction,
                                                      ScribbleInteraction, bbox_from_points)
+from util.memory import current_rss_mib
 from util.palette import object_colours
 from util.tensor_util import pad_divide_by, unpad
 
@@ -68,20 +69,8 @@ class Timer:
 
 
 def memory_in_use_mb() -> float:
-    """Resident memory of this process in MiB (psutil if installed, else /proc)."""
-    try:
-        import psutil
-        return psutil.Process(os.getpid()).memory_info().rss / 2 ** 20
-    except ImportError:
-        pass
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """Resident memory of this process in MiB (the status line)."""
+    return current_rss_mib()
 
 
 def view_to_image(x: float, y: float, label_w: int, label_h: int, img_w: int, img_h: int) -> tuple[float, float]:

@@ -9,6 +9,7 @@ ready :class:`~gui.controller.AnnotationController`. Errors are one-line excepti
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +68,15 @@ def precision_text(device: torch.device, propagation: str, amp: bool) -> str:
             " (--no_amp)" if cpu_bf16_flags() else " (this CPU has no native bf16)")
     clicks = "float16 autocast" if amp else "float32"
     return f"device {device}: propagation {propagation}{why}, clicks/scribbles {clicks}"
+
+
+def _spill_dir(workspace: Workspace) -> Path | None:
+    """The workspace folder when probabilities can be spilled there, else None (all kept in memory)."""
+    try:
+        workspace.root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return workspace.root if os.access(workspace.root, os.W_OK) else None
 
 
 def count_objects_in_masks(folder: str) -> int:
@@ -149,13 +159,17 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
 
     from inference_core import InferenceCore
     from inference_core.interaction.s2m_controller import S2MController
-    from util.precision import fast_precision
+    from util.precision import default_precision
     amp = not args.no_amp and device.type == "cuda"
-    # the original runs everything under fp16 autocast on CUDA unless --no_amp; on CPUs with native bf16
-    # the propagation runs in bf16 (≥ 99.7 % of pixels equal to float32 on the reference pipeline)
+    # the original runs everything under fp16 autocast on CUDA unless --no_amp; elsewhere the propagation
+    # precision is the measured default of util.precision (float32 unless a faster one is proven as good)
+    workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))
     core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
                          mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device,
-                         precision="float32" if args.no_amp else fast_precision(device))
+                         precision="float32" if args.no_amp else default_precision(device),
+                         # probabilities beyond a RAM budget go to the workspace (bit-exact), so long
+                         # clips fit in memory; the file is anonymous and vanishes with the process
+                         prob_spill_dir=_spill_dir(workspace))
     device_text = precision_text(device, core.precision, amp)
     if fbrs_controller is None and networks.fbrs is not None:
         try:
@@ -163,7 +177,6 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
             fbrs_controller = FBRSController(networks.fbrs, device)
         except ImportError:
             fbrs_controller = None
-    workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))
     s2m_net = networks.s2m
     controller = AnnotationController(
         core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device),

@@ -24,6 +24,7 @@ key ``1×Ck×h×w``, cached per frame), ``segment_with_features(keys, values, *f
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -97,13 +98,18 @@ class InferenceCore:
         precision: ``"float32"`` (exact, default), ``"bfloat16"`` (CPU with AVX-512-BF16/AMX, or CUDA),
             ``"float16"`` (CUDA) or ``"auto"`` (the fast one for the device, see util/precision.py): the
             networks run under autocast; probabilities stay float32.
+        prob_spill_dir: a folder (e.g. the GUI's workspace) where probabilities of frames outside the
+            working range are written, bit for bit, so that a full pass over a long clip keeps only
+            ``prob_ram_bytes`` of probabilities in memory. None (default): all in memory.
+        prob_ram_bytes: in-memory budget of the probabilities when ``prob_spill_dir`` is given.
     """
 
     def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
                  images: torch.Tensor | FrameSource | Sequence[np.ndarray], num_objects: int,
                  mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
                  *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
-                 precision: str = "float32", channels_last: bool = True):
+                 precision: str = "float32", channels_last: bool = True,
+                 prob_spill_dir: str | os.PathLike | None = None, prob_ram_bytes: int = 256 * 2 ** 20):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
@@ -133,7 +139,8 @@ class InferenceCore:
         self._query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
 
         # the one place this session's probabilities live
-        self._probs = ProbStore(self._k, self.t, self.nh, self.nw, self.result_dev, prob_storage)
+        self._probs = ProbStore(self._k, self.t, self.nh, self.nw, self.result_dev, prob_storage,
+                                spill_dir=prob_spill_dir, ram_bytes=prob_ram_bytes)
         # padded hard masks on the CPU; np_masks is an un-padded, read-only *view* of them (no copy)
         self._masks = torch.zeros((self.t, 1, self.nh, self.nw), dtype=torch.uint8)
         self._np_masks: np.ndarray = unpad(self._masks.numpy(), self.pad)[:, 0]
@@ -219,6 +226,11 @@ class InferenceCore:
     def interacted_frames(self) -> frozenset[int]:
         """Frames the user has interacted with (the stops of every propagation pass)."""
         return frozenset(self._interacted)
+
+    @property
+    def prob_disk_bytes(self) -> int:
+        """Bytes of probabilities spilled to ``prob_spill_dir`` (0 without spilling)."""
+        return self._probs.disk_bytes
 
     @property
     def prob_bytes(self) -> int:

@@ -1,13 +1,26 @@
 """Per-frame object probabilities, background included: ``(K+1)×1×H'×W'`` per frame.
 
 Frames never written read as the initial state (background 1e-7, objects 0) without being stored, so
-memory grows with the frames actually propagated. ``dtype=torch.float32`` keeps the original's exact
+memory grows with the frames actually propagated. ``storage="float32"`` keeps the original's exact
 numbers; ``"uint16"`` stores the K object channels quantised to 1/65535 (abs. error ≤ 7.7e-6) and
 derives the background as ``1 − Σ objects`` (every stored distribution sums to 1: interaction masks and
 aggregated outputs), i.e. ``K/(K+1)`` of half the memory, for long clips.
+
+With ``spill_dir`` the store keeps at most ``ram_bytes`` of frames in memory (the most recently used:
+the working range of a propagation) and writes the others, bit for bit, to one file in ``spill_dir``
+(plain positioned reads and writes, no memory map: the kernel's page cache, not this process, holds the
+file). The numbers are unchanged, so spilling is allowed in the exact mode; a full pass over a long clip
+then needs memory for the working range only.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
 import torch
 
 BG_INIT = 1e-7
@@ -15,23 +28,57 @@ BG_INIT = 1e-7
 
 class ProbStore:
     def __init__(self, num_objects: int, t: int, nh: int, nw: int, device: torch.device,
-                 storage: str = "float32"):
+                 storage: str = "float32", *, spill_dir: str | os.PathLike | None = None,
+                 ram_bytes: int = 256 * 2 ** 20):
         if storage not in ("float32", "uint16"):
             raise ValueError(f"prob storage must be 'float32' or 'uint16', got {storage!r}")
+        if ram_bytes < 0:
+            raise ValueError(f"ram_bytes must be ≥ 0, got {ram_bytes}")
         self.k, self.t, self.nh, self.nw = num_objects, t, nh, nw
-        self.device = device
+        self.device = torch.device(device)
         self.storage = storage
-        self._frames: dict[int, torch.Tensor] = {}
+        self.ram_bytes = ram_bytes
+        # frames held in memory, least recently used first
+        self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._on_disk: set[int] = set()
+        # the GUI's view thread reads frames while the worker propagates
+        self._lock = threading.RLock()
+        self._spill: _SpillFile | None = None
+        if spill_dir is not None:
+            self._spill = _SpillFile(Path(spill_dir), self._frame_shape(), self._dtype())
+
+    # ------------------------------------------------------------------ layout
+    def _dtype(self) -> torch.dtype:
+        return torch.uint16 if self.storage == "uint16" else torch.float32
+
+    def _frame_shape(self) -> tuple[int, ...]:
+        channels = self.k if self.storage == "uint16" else self.k + 1
+        return (channels, 1, self.nh, self.nw)
 
     def _initial(self, device: torch.device) -> torch.Tensor:
         p = torch.zeros((self.k + 1, 1, self.nh, self.nw), dtype=torch.float32, device=device)
         p[0] = BG_INIT
         return p
 
+    # ------------------------------------------------------------------ access
+    def _stored(self, t: int) -> torch.Tensor | None:
+        """The stored form of frame ``t`` (uint16 object channels or float32 all channels), or None."""
+        stored = self._frames.get(t)
+        if stored is not None:
+            self._frames.move_to_end(t)
+            return stored
+        if t in self._on_disk:
+            assert self._spill is not None
+            stored = self._spill.read(t).to(self.device)
+            self._keep(t, stored)
+            return stored
+        return None
+
     def get(self, t: int, device: torch.device | None = None) -> torch.Tensor:
         """Probabilities of frame ``t`` as float32 ``(K+1)×1×H'×W'`` on ``device`` (default: storage device)."""
         device = device or self.device
-        stored = self._frames.get(t)
+        with self._lock:
+            stored = self._stored(t)
         if stored is None:
             return self._initial(device)
         if self.storage == "uint16":
@@ -43,24 +90,47 @@ class ProbStore:
     def set(self, t: int, prob: torch.Tensor) -> None:
         prob = prob.detach()
         if self.storage == "uint16":
-            q = prob[1:].to(self.device).clamp(0, 1).mul(65535.0).round_().to(torch.int32).to(torch.uint16)
-            self._frames[t] = q
+            stored = prob[1:].to(self.device).clamp(0, 1).mul(65535.0).round_().to(torch.int32).to(torch.uint16)
         else:
-            self._frames[t] = prob.to(device=self.device, dtype=torch.float32).clone()
+            stored = prob.to(device=self.device, dtype=torch.float32).clone()
+        with self._lock:
+            self._on_disk.discard(t)   # the file's copy is stale now
+            self._keep(t, stored)
+
+    def _keep(self, t: int, stored: torch.Tensor) -> None:
+        """Hold frame ``t`` in memory; with a spill file, write the least recently used frames out
+        until the in-memory frames fit ``ram_bytes`` (the newest frame always stays)."""
+        self._frames[t] = stored
+        self._frames.move_to_end(t)
+        if self._spill is None:
+            return
+        while len(self._frames) > 1 and self.nbytes > self.ram_bytes:
+            old, data = self._frames.popitem(last=False)
+            self._spill.write(old, data)
+            self._on_disk.add(old)
 
     def release(self, t: int) -> None:
         """Drop frame ``t`` (it reads as the initial state again): lets a forward-only propagation
         keep O(1) frames of probabilities once results are written out."""
-        self._frames.pop(t, None)
+        with self._lock:
+            self._frames.pop(t, None)
+            self._on_disk.discard(t)
 
     def is_set(self, t: int) -> bool:
-        return t in self._frames
+        return t in self._frames or t in self._on_disk
 
     def add_object(self) -> None:
-        """Append an empty channel for a new object to every stored frame."""
-        self.k += 1
-        for t, p in self._frames.items():
-            self._frames[t] = torch.cat([p, torch.zeros_like(p[:1])], 0)
+        """Append an empty channel for a new object to every stored frame (spilled ones included)."""
+        with self._lock:
+            on_disk = sorted(self._on_disk)
+            spilled = {t: self._spill.read(t) for t in on_disk} if self._spill is not None else {}
+            self.k += 1
+            for t, p in self._frames.items():
+                self._frames[t] = torch.cat([p, torch.zeros_like(p[:1])], 0)
+            if self._spill is not None:
+                self._spill.reshape(self._frame_shape())
+                for t, p in spilled.items():
+                    self._spill.write(t, torch.cat([p, torch.zeros_like(p[:1])], 0))
 
     def dense(self) -> torch.Tensor:
         """All frames as one float32 tensor ``(K+1)×T×1×H'×W'`` (the original's ``prob`` layout)."""
@@ -68,4 +138,62 @@ class ProbStore:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of probabilities held in memory."""
         return sum(p.numel() * p.element_size() for p in self._frames.values())
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of probabilities written to the spill file (0 without one)."""
+        if self._spill is None:
+            return 0
+        return len(self._on_disk) * self._spill.frame_bytes
+
+    def close(self) -> None:
+        """Delete the spill file (also done when the store is garbage-collected)."""
+        if self._spill is not None:
+            self._spill.close()
+
+
+class _SpillFile:
+    """Fixed-size frame records in one anonymous file: frame ``t`` lives at ``t × frame_bytes``.
+
+    The file is unlinked as soon as it is opened, so nothing is left behind if the process dies."""
+
+    def __init__(self, folder: Path, shape: tuple[int, ...], dtype: torch.dtype):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".probabilities-", suffix=".spill", dir=folder)
+        os.unlink(name)
+        self.fd: int | None = fd
+        self.dtype = dtype
+        self.reshape(shape)
+
+    def reshape(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.frame_bytes = int(np.prod(shape)) * torch.empty((), dtype=self.dtype).element_size()
+
+    def write(self, t: int, data: torch.Tensor) -> None:
+        buf = data.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
+        assert len(buf) == self.frame_bytes and self.fd is not None
+        view, offset = memoryview(buf), t * self.frame_bytes
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def read(self, t: int) -> torch.Tensor:
+        assert self.fd is not None
+        raw = bytearray(self.frame_bytes)
+        view, offset = memoryview(raw), t * self.frame_bytes
+        while view:
+            n = os.preadv(self.fd, [view], offset)
+            if n <= 0:
+                raise OSError(f"probability spill file ended early at frame {t}")
+            view, offset = view[n:], offset + n
+        return torch.frombuffer(raw, dtype=torch.uint8).view(self.dtype).reshape(self.shape).clone()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.close()

@@ -18,7 +18,13 @@ IM_MEAN_255 = (124, 116, 104)
 def normalize_frames(frames_u8, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 RGB frames ``T×H×W×3`` (numpy or tensor; a single ``H×W×3`` also works) →
     normalised float32 ``T×3×H×W`` (``1×3×H×W`` for a single frame) on ``device``."""
-    x = torch.as_tensor(np.asarray(frames_u8) if not isinstance(frames_u8, torch.Tensor) else frames_u8)
+    if not isinstance(frames_u8, torch.Tensor):
+        frames_u8 = np.asarray(frames_u8)
+        if not frames_u8.flags.writeable:
+            # read-only frames (e.g. a cached decoded frame) are only read here; copying avoids torch's
+            # warning about non-writable arrays at the cost of one uint8 frame
+            frames_u8 = frames_u8.copy()
+    x = torch.as_tensor(frames_u8)
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 RGB frames, got {x.dtype}")
     if x.dim() == 3:
