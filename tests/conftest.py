@@ -1,4 +1,15 @@
-"""Shared test fixtures: the reference folder (../shared/reference) and formula weights."""
+"""Shared test fixtures.
+
+Two kinds of weights:
+
+- seeded weights (``seeded_checkpoints``, ``seeded_prop_net``): built here from a fixed seed, official
+  checkpoint layout, no segmentation quality. Every test that checks behaviour uses them and runs from a
+  bare clone.
+- formula weights and the original code's outputs (``reference_dir``, ``formula``, ``load_fixture``,
+  ``read_keys``): read from the reference folder (``MIVOS_REFERENCE``, default ``../shared/reference``
+  beside the checkout). Only equivalence tests use them; they are marked ``reference`` and skip with
+  one clear reason when the folder is absent.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -17,6 +28,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.helpers_weights import SeededCheckpoints  # noqa: E402
 
 # Tests compare float32 numbers with the fixtures, which were produced with 2 threads.
 torch.set_num_threads(2)
@@ -39,8 +52,8 @@ REFERENCE = _find_reference()
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if REFERENCE is None:
-        pytest.skip("../shared/reference (formula weights + fixtures of the original MiVOS) is absent; "
-                    "set MIVOS_REFERENCE to its path to run the equivalence tests")
+        pytest.skip("equivalence test: the reference folder (formula weights and outputs of the original MiVOS "
+                    "code) is absent at ../shared/reference; set MIVOS_REFERENCE to its path to run it")
     return REFERENCE
 
 
@@ -101,3 +114,27 @@ def _restore_torch_global_state():
     yield
     torch.set_grad_enabled(grad)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoints(tmp_path_factory) -> SeededCheckpoints:
+    """Seeded weights of every network as plain state dicts (``seeded_checkpoints["propagation_model"]``,
+    ``["fusion"]``, ``["s2m"]``, ``["fbrs"]``), written once per session on first use."""
+    return SeededCheckpoints(tmp_path_factory.mktemp("seeded_weights"))
+
+
+@pytest.fixture(scope="session")
+def seeded_prop_net(seeded_checkpoints) -> torch.nn.Module:
+    """The propagation network with seeded weights, loaded once per session through the factory.
+    Shared by many tests: never modify it."""
+    from model.factory import load_propagation
+    return load_propagation(seeded_checkpoints["propagation_model"], "cpu")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Only equivalence tests may read the reference folder, so that ``-m "not reference"`` runs
+    everything else from a bare clone; a test that needs it without the marker fails here."""
+    if "reference_dir" in getattr(item, "fixturenames", ()) and item.get_closest_marker("reference") is None:
+        pytest.fail(f"{item.nodeid} reads the reference folder but is not marked reference: mark it "
+                    "@pytest.mark.reference if it compares with the original, else use seeded weights",
+                    pytrace=False)
