@@ -125,10 +125,12 @@ def seeded_checkpoints(tmp_path_factory) -> SeededCheckpoints:
 
 @pytest.fixture(scope="session")
 def seeded_prop_net(seeded_checkpoints) -> torch.nn.Module:
-    """The propagation network with seeded weights, loaded once per session through the factory.
-    Shared by many tests: never modify it."""
+    """The propagation network with seeded weights, loaded once per session through the factory, in the
+    channels_last layout that InferenceCore gives it anyway (so a core built on it changes nothing and
+    the results do not depend on the order of the tests). Shared: never modify it; a test that needs
+    another layout or trains loads its own copy from ``seeded_checkpoints``."""
     from model.factory import load_propagation
-    return load_propagation(seeded_checkpoints["propagation_model"], "cpu")
+    return load_propagation(seeded_checkpoints["propagation_model"], "cpu").to(memory_format=torch.channels_last)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
