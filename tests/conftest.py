@@ -1,9 +1,21 @@
-"""Shared test fixtures: the reference folder (../shared/reference) and formula weights."""
+"""Shared test fixtures.
+
+Two kinds of weights:
+
+- seeded weights (``seeded_checkpoints``, ``seeded_prop_net``): built here from a fixed seed, official
+  checkpoint layout, no segmentation quality. Every test that checks behaviour uses them and runs from a
+  bare clone.
+- formula weights and the original code's outputs (``reference_dir``, ``formula``, ``load_fixture``,
+  ``read_keys``): read from the reference folder (``MIVOS_REFERENCE``, default ``../shared/reference``
+  beside the checkout). Only equivalence tests use them; they are marked ``reference`` and skip with
+  one clear reason when the folder is absent.
+"""
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # Idle OpenMP threads must sleep, not spin: on a loaded 2-core machine spinning threads make torch
@@ -17,6 +29,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.helpers_weights import SeededCheckpoints  # noqa: E402
 
 # Tests compare float32 numbers with the fixtures, which were produced with 2 threads.
 torch.set_num_threads(2)
@@ -39,8 +53,8 @@ REFERENCE = _find_reference()
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if REFERENCE is None:
-        pytest.skip("../shared/reference (formula weights + fixtures of the original MiVOS) is absent; "
-                    "set MIVOS_REFERENCE to its path to run the equivalence tests")
+        pytest.skip("equivalence test: the reference folder (formula weights and outputs of the original MiVOS "
+                    "code) is absent at ../shared/reference; set MIVOS_REFERENCE to its path to run it")
     return REFERENCE
 
 
@@ -88,3 +102,35 @@ def _restore_torch_global_state():
     yield
     torch.set_grad_enabled(grad)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoints(tmp_path_factory) -> SeededCheckpoints:
+    """Seeded weights of every network as plain state dicts (``seeded_checkpoints["propagation_model"]``,
+    ``["fusion"]``, ``["s2m"]``, ``["fbrs"]``), written once per session on first use."""
+    return SeededCheckpoints(tmp_path_factory.mktemp("seeded_weights"))
+
+
+@pytest.fixture(scope="session")
+def seeded_prop_net(seeded_checkpoints) -> torch.nn.Module:
+    """The propagation network with seeded weights, loaded once per session through the factory, in the
+    channels_last layout that InferenceCore gives it anyway (so a core built on it changes nothing and
+    the results do not depend on the order of the tests). Shared: never modify it; a test that needs
+    another layout or trains loads its own copy from ``seeded_checkpoints``."""
+    from model.factory import load_propagation
+    return load_propagation(seeded_checkpoints["propagation_model"], "cpu").to(memory_format=torch.channels_last)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Only equivalence tests may read the reference folder, so that ``-m "not reference"`` runs everything
+    else from a bare clone. A test that needs the folder without the ``reference`` marker gets the marker
+    here (before ``-m`` selects), and a warning names it: mark it, or move it to seeded weights."""
+    unmarked = [item for item in items if "reference_dir" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("reference") is None]
+    for item in unmarked:
+        item.add_marker(pytest.mark.reference)
+    if unmarked:
+        names = ", ".join(item.nodeid for item in unmarked[:5]) + (" …" if len(unmarked) > 5 else "")
+        warnings.warn(pytest.PytestWarning(f"{len(unmarked)} test(s) read the reference folder without the "
+                                           f"reference marker (treated as reference): {names}"))

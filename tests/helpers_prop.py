@@ -1,4 +1,8 @@
-"""Helpers for the propagation / fusion network tests: formula-weight checkpoints and diff records."""
+"""Helpers for the equivalence tests of the propagation / fusion networks: formula-weight checkpoints
+(from the reference folder's ``formula`` module), checkpoint key lists and measured differences.
+
+Behaviour tests use the seeded weights of ``tests/helpers_weights.py`` instead (fixtures
+``seeded_checkpoints`` / ``seeded_prop_net`` of ``tests/conftest.py``)."""
 from __future__ import annotations
 
 from pathlib import Path

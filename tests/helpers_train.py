@@ -1,5 +1,4 @@
-"""Helpers for the fusion-training tests: a small DAVIS-layout set, a formula-weight propagation
-checkpoint, and subprocess runners for the scripts."""
+"""Helpers for the training tests: a small DAVIS-layout set and subprocess runners for the scripts."""
 from __future__ import annotations
 
 import os

@@ -83,3 +83,19 @@ def write_seeded_checkpoints(folder: Path, names: tuple[str, ...] = ("propagatio
             torch.save(seeded_state_dict(name), path)
         paths[name] = path
     return paths
+
+
+class SeededCheckpoints:
+    """Seeded checkpoints in one folder, each written on first use: ``ckpts["s2m"]`` → ``folder/s2m.pth``.
+
+    One instance per test session (the ``seeded_checkpoints`` fixture) so that the 54M-parameter
+    propagation weights are built and saved once, and only when a test asks for them.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in BUILDERS:
+            raise KeyError(f"no seeded network {name!r}; known: {', '.join(BUILDERS)}")
+        return write_seeded_checkpoints(self.folder, (name,))[name]

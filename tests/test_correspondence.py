@@ -11,7 +11,6 @@ from PIL import Image
 import try_correspondence
 from model.factory import load_correspondence
 from model.propagation.corr_network import Correspondence, CorrespondenceNetwork
-from tests.helpers_prop import propagation_checkpoint
 from util.heatmap import mark_point, overlay_heatmap
 from util.image_util import normalize_frames
 
@@ -36,16 +35,17 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ckpt(formula, tmp_path_factory):
-    return propagation_checkpoint(formula, tmp_path_factory)
+def ckpt(seeded_checkpoints):
+    """A propagation checkpoint (seeded weights: the heat maps mean nothing, the plumbing is checked)."""
+    return seeded_checkpoints["propagation_model"]
 
 
 @pytest.fixture(scope="module")
-def formula_corr_net(ckpt):
+def corr_net(ckpt):
     return load_correspondence(ckpt, "cpu")
 
 
-def test_headless_writes_one_overlay_per_point(images, ckpt, formula_corr_net, tmp_path, capsys):
+def test_headless_writes_one_overlay_per_point(images, ckpt, corr_net, tmp_path, capsys):
     src_path, tar_path, src = images
     out = tmp_path / "overlays"
     rc = try_correspondence.main(["--src_image", str(src_path), "--tar_image", str(tar_path), "--model", str(ckpt),
@@ -54,7 +54,7 @@ def test_headless_writes_one_overlay_per_point(images, ckpt, formula_corr_net, t
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["point_00_x10_y20.png", "point_01_x69_y49.png", "point_02_x35_y25.png"]
     tar = np.asarray(Image.open(tar_path).convert("RGB")).copy()
-    corr = Correspondence(formula_corr_net, normalize_frames(src), normalize_frames(tar))
+    corr = Correspondence(corr_net, normalize_frames(src), normalize_frames(tar))
     for f, (x, y) in zip(files, [(10, 20), (69, 49), (35, 25)]):
         im = np.asarray(Image.open(f))
         assert im.shape == (50, 70 + 8 + 60, 3)
@@ -64,10 +64,10 @@ def test_headless_writes_one_overlay_per_point(images, ckpt, formula_corr_net, t
     assert capsys.readouterr().out.count(".png") == 3
 
 
-def test_headless_reverse_direction(images, formula_corr_net, tmp_path):
+def test_headless_reverse_direction(images, corr_net, tmp_path):
     src_path, tar_path, src = images
     tar = np.asarray(Image.open(tar_path).convert("RGB"))
-    corr = Correspondence(formula_corr_net, normalize_frames(src.copy()), normalize_frames(tar.copy()))
+    corr = Correspondence(corr_net, normalize_frames(src.copy()), normalize_frames(tar.copy()))
     paths = try_correspondence.run_headless(corr, src, tar, [(5, 5), (59, 39)], True, tmp_path / "rev")
     assert [p.name for p in paths] == ["point_00_x5_y5.png", "point_01_x59_y39.png"]
     assert np.asarray(Image.open(paths[0])).shape == (50, 60 + 8 + 70, 3)
@@ -111,8 +111,8 @@ def test_identity_peaks_at_the_same_place(hw):
                 assert ((row + lh) // 16, (col + lw) // 16) == ((py + lh) // 16, (px + lw) // 16), (px, py, row, col)
 
 
-def test_affinity_and_heat_map_match_direct_computation(formula_corr_net):
-    net = formula_corr_net
+def test_affinity_and_heat_map_match_direct_computation(corr_net):
+    net = corr_net
     src, tar = normalize_frames(textured_image(40, 70, 7)), normalize_frames(textured_image(30, 50, 8))
     corr = Correspondence(net, src, tar)
     assert corr.W_forward.shape == (1, 3 * 5, 2 * 4) and corr.W_reverse.shape == (1, 2 * 4, 3 * 5)
@@ -195,13 +195,13 @@ def test_gui_mode_without_opencv_gui_fails_fast(images, tmp_path, capsys, monkey
     assert rc == 2 and err.count("\n") == 0 and "no GUI support" in err and "--points" in err
 
 
-def test_gui_loop_hover_both_windows(images, formula_corr_net, monkeypatch):
+def test_gui_loop_hover_both_windows(images, corr_net, monkeypatch):
     """Drive the OpenCV loop with fake window functions: hovering the source shows the heat map on
     the target and the reverse; Esc quits."""
     import cv2
     src_path, tar_path, src = images
     tar = np.asarray(Image.open(tar_path).convert("RGB")).copy()
-    corr = Correspondence(formula_corr_net, normalize_frames(src), normalize_frames(tar))
+    corr = Correspondence(corr_net, normalize_frames(src), normalize_frames(tar))
     callbacks, shown = {}, []
     events = iter([("Source", 10, 12), ("Target", 30, 20), ("Source", 500, 500), None])
 

@@ -37,7 +37,8 @@ def test_module_patches_are_present():
 
 
 def test_summarize_report_accepts_object_dtype_report():
-    """pandas ≥2/3: an all-object report with a string session_id column must summarise (item 5)."""
+    """pandas ≥2/3: an all-object report with a string session_id column must summarise (the typed
+    report patch of util/davis_compat.py)."""
     import pandas as pd
     from davisinteractive.evaluation.service import EvaluationService
 

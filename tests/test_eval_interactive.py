@@ -1,5 +1,6 @@
 """DAVIS interactive evaluation: DAVISProcessor (rasterisation, S2M inputs, schedule) and the evaluator script,
-run offline with the official session + robot on generated DAVIS-layout data and formula weights."""
+run offline with the official session + robot on generated DAVIS-layout data and seeded weights (no
+segmentation quality: the tests check the protocol, files, bookkeeping and scores' consistency)."""
 from __future__ import annotations
 
 import json
@@ -37,20 +38,10 @@ def davis_root(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(formula, tmp_path_factory) -> dict[str, Path]:
-    """Formula weights of the three networks, saved in the official plain-state-dict layout."""
-    from model.fusion_net import FusionNet
-    from model.propagation.prop_net import PropagationNetwork
-    from model.s2m.s2m_network import deeplabv3plus_resnet50
-
-    folder = tmp_path_factory.mktemp("weights")
-    nets = {"prop": PropagationNetwork(top_k=50), "fusion": FusionNet(),
-            "s2m": deeplabv3plus_resnet50(num_classes=1, output_stride=16, pretrained_backbone=False)}
-    paths = {}
-    for name, net in nets.items():
-        paths[name] = folder / f"{name}.pth"
-        torch.save(formula.formula_state_dict(net.state_dict()), paths[name])
-    return paths
+def checkpoints(seeded_checkpoints) -> dict[str, Path]:
+    """Seeded weights of the three networks, in the official plain-state-dict layout."""
+    return {"prop": seeded_checkpoints["propagation_model"], "fusion": seeded_checkpoints["fusion"],
+            "s2m": seeded_checkpoints["s2m"]}
 
 
 def _model_args(checkpoints: dict[str, Path]) -> list[str]:

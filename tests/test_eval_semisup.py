@@ -1,6 +1,6 @@
 """Semi-supervised evaluation: eval_davis.py (2017 + 2016), eval_youtube.py, the metric path, KM read.
 
-Formula weights (deterministic, not trained), so the masks are not good; the tests check the protocol:
+Seeded weights (deterministic, not trained), so the masks are not good; the tests check the protocol:
 files, layout, ids, the J&F summary and its oracle values, and invariants of the propagation.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from PIL import Image
 import eval_davis
 import eval_youtube
 from dataset.synthetic import generate_davis
-from tests.helpers_prop import save_formula_checkpoint
 from tests.helpers_semisup import write_youtube_layout
 from util.palette import load_mask_png
 
@@ -27,9 +26,8 @@ FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def prop_checkpoint(formula, tmp_path_factory) -> Path:
-    from model.propagation.prop_net import PropagationNetwork
-    return save_formula_checkpoint(formula, PropagationNetwork(), tmp_path_factory.mktemp("ckpt") / "prop.pth")
+def prop_checkpoint(seeded_checkpoints) -> Path:
+    return seeded_checkpoints["propagation_model"]
 
 
 @pytest.fixture(scope="module")
@@ -167,15 +165,13 @@ def test_eval_youtube_late_objects_and_ids(prop_checkpoint, tmp_path, capfd):
     np.testing.assert_array_equal(masks[late] == ids[2], data["labels"][late] == ids[2])
 
 
-def test_per_object_propagation_equals_core_when_all_objects_start_together(formula):
+def test_per_object_propagation_equals_core_when_all_objects_start_together(seeded_prop_net):
     """With every object annotated at frame 0, the YouTube runner is the DAVIS propagation."""
     from dataset.synthetic import make_clip
     from inference_core.core import InferenceCore
     from inference_core.semisup import PerObjectPropagation, first_frame_probabilities, propagate_first_frame
-    from model.propagation.prop_net import PropagationNetwork
 
-    net = PropagationNetwork().eval()
-    net.load_state_dict(formula.formula_state_dict(net.state_dict()))
+    net = seeded_prop_net
     clip = make_clip(num_frames=FRAMES, width=SIZE[0], height=SIZE[1], num_objects=2, seed=2)
     onehot = torch.from_numpy(np.stack([clip.labels[0] == k for k in (1, 2)])).float().unsqueeze(1)
     core = InferenceCore(net, None, clip.frames, 2, mem_freq=2, device="cpu")

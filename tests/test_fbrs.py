@@ -1,4 +1,7 @@
-"""f-BRS: network, distance maps, transforms, predictor and controller against the original's fixtures."""
+"""f-BRS: network, distance maps, transforms, predictor and controller.
+
+Equivalence with the original (formula weights and the original code's outputs) is marked ``reference``;
+loading, weight-folding, distance-map edge cases and the controller's undo run on seeded weights."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +10,7 @@ import torch
 
 from model.factory import load_fbrs
 from model.fbrs import build_fbrs_model, click_distance_maps
-
-pytestmark = pytest.mark.reference
+from tests.helpers_weights import seeded_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,12 @@ def fbrs_net(fbrs_state):
     return net.eval()
 
 
+@pytest.fixture(scope="module")
+def seeded_fbrs(seeded_checkpoints):
+    return load_fbrs(seeded_checkpoints["fbrs"])
+
+
+@pytest.mark.reference
 def test_state_dict_keys_match_release(read_keys):
     sd = build_fbrs_model().state_dict()
     mine = [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in sd.items()]
@@ -33,8 +41,8 @@ def test_state_dict_keys_match_release(read_keys):
 
 
 @pytest.mark.parametrize("drop_nbt", [False, True], ids=["full", "release_without_num_batches_tracked"])
-def test_factory_loads_plain_state_dict(fbrs_state, tmp_path, drop_nbt):
-    sd = {k: v for k, v in fbrs_state.items() if not (drop_nbt and k.endswith("num_batches_tracked"))}
+def test_factory_loads_plain_state_dict(tmp_path, drop_nbt):
+    sd = {k: v for k, v in seeded_state_dict("fbrs").items() if not (drop_nbt and k.endswith("num_batches_tracked"))}
     path = tmp_path / "fbrs.pth"
     torch.save(sd, path)
     net = load_fbrs(path)
@@ -45,6 +53,7 @@ def test_factory_loads_plain_state_dict(fbrs_state, tmp_path, drop_nbt):
     assert all(not p.requires_grad for p in net.parameters())
 
 
+@pytest.mark.reference
 def test_distance_maps_match_cython(load_fixture):
     z = load_fixture("fbrs")
     out = click_distance_maps(torch.from_numpy(z["distmap_points"])[None], 60, 80, 260.0)[0].numpy()
@@ -72,6 +81,7 @@ def test_distance_maps_seeds_outside_image():
     assert torch.all(layer0(-3.0, 5.0) == 1e6)  # negative row: unused
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("folded", [True, False], ids=["bn_folded_inference", "plain_modules"])
 def test_network_matches_original(fbrs_net, load_fixture, folded):
     z = load_fixture("fbrs")
@@ -88,16 +98,25 @@ def test_network_matches_original(fbrs_net, load_fixture, folded):
     assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
 
 
-def test_folded_copy_follows_weight_changes(fbrs_state, load_fixture):
-    """The BN-folded inference copy is rebuilt when the weights are reloaded."""
-    z = load_fixture("fbrs")
-    image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
+def test_folded_copy_follows_weight_changes(seeded_fbrs):
+    """The BN-folded inference copy is rebuilt when the weights are reloaded: after a reload the
+    folded path gives what the plain modules give with the new weights."""
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(1, 3, 64, 96, generator=g)
+    points = torch.tensor([[[20.0, 30.0], [-1.0, -1.0], [40.0, 70.0], [-1.0, -1.0]]])
     net = build_fbrs_model().eval()
     with torch.no_grad():
-        net(image[..., :64, :64], points)  # folds the random initial weights
-        net.load_state_dict(fbrs_state)
-        logits = net(image, points)["instances"]
-    assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
+        before = net(image, points)["instances"]  # folds the random initial weights
+        net.load_state_dict(seeded_fbrs.state_dict())
+        folded = net(image, points)["instances"]
+        seeded_fbrs.use_folded_inference = False
+        try:
+            plain = seeded_fbrs(image, points)["instances"]
+        finally:
+            seeded_fbrs.use_folded_inference = True
+    # folding batch norm into the convolutions changes only the float32 rounding
+    assert (folded - plain).abs().max().item() <= 1e-5 * plain.abs().max().item() + 1e-4
+    assert (before - plain).abs().max().item() > 1e-2  # the reload did change the output
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -111,6 +130,7 @@ def _clicks(rows_cols_pos) -> list[Click]:
     return [Click(bool(p), (float(r), float(c))) for r, c, p in rows_cols_pos]
 
 
+@pytest.mark.reference
 def test_zoom_in_alone(load_fixture):
     z = load_fixture("fbrs")
     zoom = ZoomIn(skip_clicks=1, target_size=480, expansion_ratio=1.4)
@@ -129,7 +149,10 @@ def test_zoom_in_alone(load_fixture):
 
 
 def _fake_network_logits(clicks_lists, h: int, w: int) -> torch.Tensor:
-    """The closed-form fake network of README §4.5 (float64 distances, float32 result)."""
+    """A closed-form stand-in for the network, the same one the fixture's chain was recorded with:
+    logits fall linearly with the distance to the nearest positive click (4 at the click, 0 at 12 % of the
+    longer side) minus 6·exp(−(d / 4 % of the longer side)²) for the nearest negative click at distance d;
+    float64 distances, float32 result."""
     rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     scale = max(h, w)
     out = []
@@ -147,6 +170,7 @@ def _fake_network_logits(clicks_lists, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out))
 
 
+@pytest.mark.reference
 def test_transform_chain_with_fake_network(load_fixture):
     z = load_fixture("fbrs")
     stub = SimpleNamespace(feature_extractor=SimpleNamespace(ch=128))
@@ -184,6 +208,7 @@ def controller_run(fbrs_net, load_fixture):
     return ctrl, steps
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("click", [0, 1, 2])
 def test_controller_matches_original(controller_run, load_fixture, click):
     z = load_fixture("fbrs")
@@ -208,20 +233,31 @@ def json_meta(z) -> dict:
     return json.loads(str(z["meta"]))
 
 
-def test_controller_undo_restores_previous_click(controller_run, load_fixture):
-    z = load_fixture("fbrs")
-    ctrl, steps = controller_run
-    assert ctrl.num_clicks == 3
+def test_controller_undo_restores_previous_click(seeded_fbrs, monkeypatch):
+    """Undo goes back click by click (mask, probabilities, BRS scale/bias), and redoing a click gives
+    exactly the first result: the clicker, the transforms and the L-BFGS start are restored."""
+    import inference_core.interaction.fbrs_controller as fbrs_controller
+    # zoom the second click's region to 128 pixels instead of 480: the same code path, 14× fewer pixels
+    params = {**FBRS_PREDICTOR_PARAMS, "zoom_in_params": {**FBRS_PREDICTOR_PARAMS["zoom_in_params"], "target_size": 128}}
+    monkeypatch.setattr(fbrs_controller, "FBRS_PREDICTOR_PARAMS", params)
+    ctrl = FBRSController(seeded_fbrs, device="cpu")
+    image = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
+    clicks = [(40.0, 30.0, True), (90.0, 60.0, False)]  # (x, y, positive); the second one is zoomed in
+    steps = []
+    for x, y, positive in clicks:
+        mask = ctrl.interact(image, x, y, positive)
+        steps.append({"mask": mask.clone(), "probs": ctrl.probs.clone(),
+                      "opt_data": np.array(ctrl.predictor.opt_data, dtype=np.float32)})
+    assert ctrl.num_clicks == 2 and steps[0]["mask"].shape == (1, 1, 96, 128)
+    assert not torch.equal(steps[0]["probs"], steps[1]["probs"])
+
     mask = ctrl.undo()
-    assert ctrl.num_clicks == 2 and np.array_equal(mask.numpy(), steps[1]["mask"])
-    mask = ctrl.undo()
-    assert ctrl.num_clicks == 1 and np.array_equal(mask.numpy(), steps[0]["mask"])
+    assert ctrl.num_clicks == 1 and torch.equal(mask, steps[0]["mask"])
+    assert torch.equal(ctrl.probs, steps[0]["probs"])
     assert not np.asarray(ctrl.predictor.opt_data).any()  # scale/bias back to the click-1 state
-    # redo click 2: identical to the first time (clicker, transforms and L-BFGS start restored)
-    x, y, positive = z["ctrl_clicks_xy_ispos"][1]
-    again = ctrl.interact(torch.from_numpy(z["image_norm"]), float(x), float(y), bool(positive))
-    assert np.array_equal(again.numpy(), steps[1]["mask"])
-    assert np.array_equal(ctrl.probs.numpy(), steps[1]["probs"])
+    again = ctrl.interact(image, *clicks[1][:2], clicks[1][2])
+    assert torch.equal(again, steps[1]["mask"]) and torch.equal(ctrl.probs, steps[1]["probs"])
+    assert np.array_equal(np.asarray(ctrl.predictor.opt_data, dtype=np.float32), steps[1]["opt_data"])
     while ctrl.num_clicks:
         last = ctrl.undo()
     assert last is None and ctrl.probs is None

@@ -1,4 +1,4 @@
-"""FusionNet: checkpoint keys and equivalence with the original (formula weights)."""
+"""FusionNet: checkpoint keys and equivalence with the original (formula weights, reference folder)."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +11,7 @@ from tests.helpers_prop import keys_of, max_abs_diff, save_formula_checkpoint
 TOL = 1e-4
 
 
+@pytest.mark.reference
 def test_state_dict_matches_official_keys(read_keys):
     net = FusionNet()
     assert keys_of(net) == read_keys("fusion")

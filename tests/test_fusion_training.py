@@ -1,7 +1,7 @@
 """Fusion data generation and fusion training end to end, on a small synthetic DAVIS-layout set.
 
 One module-scoped workspace: a DAVIS 2017 layout (2 train videos of 3 frames, 112×128), a
-formula-weight propagation checkpoint, and fusion data written by ``generate_fusion.py``. The
+seeded-weight propagation checkpoint, and fusion data written by ``generate_fusion.py``. The
 training runs use 48×48 crops, no DataLoader workers, and a handful of iterations.
 """
 from __future__ import annotations
@@ -14,18 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers_prop import propagation_checkpoint
 from tests.helpers_train import CROP, make_davis_set, run_torchrun
-
-pytestmark = pytest.mark.reference  # needs the formula weights of ../shared/reference
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, formula):
+def ws(tmp_path_factory, seeded_checkpoints):
     import generate_fusion
     root = tmp_path_factory.mktemp("fusion_ws")
     make_davis_set(root / "DAVIS" / "2017")
-    prop = propagation_checkpoint(formula, tmp_path_factory)  # shared with the propagation tests
+    prop = seeded_checkpoints["propagation_model"]
     run_dir = root / "fusion_data" / "davis" / "sep2_mem1"
     rc = generate_fusion.main(["--dataset", "DAVIS", "--davis_root", str(root / "DAVIS" / "2017"), "--model", str(prop),
                                "--separation", "2", "--mem_freq", "1", "--output", str(run_dir), "--device", "cpu"])

@@ -1,4 +1,5 @@
-"""Semantics of the Qt-free interactions (spec §5.2–5.4, §5.9)."""
+"""Semantics of the Qt-free interactions: click (f-BRS), scribble (S2M), free painting and local control,
+as the original GUI defines them (docs/ORIGINAL.md, "Interactions")."""
 from __future__ import annotations
 
 import numpy as np

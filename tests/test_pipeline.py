@@ -2,8 +2,8 @@
 
 Every ``pipeline_*.npz`` in the reference folder is replayed (the distributed ``pipeline_visible`` and
 any further acceptance files with the same layout: more objects, padding, ``update_mask_only`` steps).
-Bar: ≥ 99.9 % of pixels equal after each step and probabilities within 2e-3 (README §5: the original
-itself moves up to 6.9e-4 between thread counts, argmax flips only where the top-2 gap is tiny).
+Bar: ≥ 99.9 % of pixels equal after each step and probabilities within 2e-3 (the original itself moves
+up to 6.9e-4 between 1 and 2 threads; argmax flips only where the top-2 gap is tiny).
 """
 import json
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 import propagate
 from dataset.synthetic import make_clip, write_image_folder, write_video
-from tests.helpers_prop import save_formula_checkpoint
 from util.palette import DAVIS_PALETTE, load_mask_png, save_mask_png
 
 # original 150×130, processed at shorter side 112 (129×112 → 8×9 = 72 memory positions ≥ top-50)
@@ -19,9 +18,8 @@ IDS = (3, 7)
 
 
 @pytest.fixture(scope="module")
-def prop_checkpoint(formula, tmp_path_factory) -> Path:
-    from model.propagation.prop_net import PropagationNetwork
-    return save_formula_checkpoint(formula, PropagationNetwork(), tmp_path_factory.mktemp("ckpt") / "prop.pth")
+def prop_checkpoint(seeded_checkpoints) -> Path:
+    return seeded_checkpoints["propagation_model"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def _check_masks(files: list[Path], mask0: np.ndarray) -> None:
     assert all(m.shape == (HEIGHT, WIDTH) for m in masks)
     assert all(set(np.unique(m)) <= {0, *IDS} for m in masks)
     np.testing.assert_array_equal(masks[0], mask0)
-    # both ids survive propagation (formula weights still give every object some pixels)
+    # both ids survive propagation (even seeded weights give every object some pixels on this clip)
     assert set(np.unique(np.concatenate([m.ravel() for m in masks[1:]]))) & set(IDS)
 
 
@@ -69,14 +67,12 @@ def test_propagate_video_with_overlay(prop_checkpoint, clip_files, tmp_path, cap
     assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, WIDTH, 3)
 
 
-def test_propagate_image_folder_keeps_names_and_ids_in_bounded_memory(formula, clip_files, tmp_path):
+def test_propagate_image_folder_keeps_names_and_ids_in_bounded_memory(seeded_prop_net, clip_files, tmp_path):
     import torch
-    from model.propagation.prop_net import PropagationNetwork
     from util.video_io import ImageFolderSource
 
     root, mask0 = clip_files
-    net = PropagationNetwork().eval()
-    net.load_state_dict(formula.formula_state_dict(net.state_dict()))
+    net = seeded_prop_net
     source = ImageFolderSource(root / "frames", resolution=RES, cache_frames=2)
     out = tmp_path / "masks"
     stats = propagate.propagate_to_files(net, source, mask0, list(IDS), out, propagate.frame_names(source),

@@ -1,4 +1,5 @@
-"""PropagationNetwork: checkpoint keys and equivalence with the original (formula weights)."""
+"""PropagationNetwork: shapes and memory-read invariants (seeded weights); checkpoint keys and equivalence
+with the original (formula weights, marked ``reference``)."""
 from __future__ import annotations
 
 import pytest
@@ -7,24 +8,20 @@ import torch
 from model.factory import load_propagation
 from model.propagation.memory import EvalMemoryReader, top_k_softmax_
 from model.propagation.prop_net import PropagationNetwork, others_masks
-from tests.helpers_prop import keys_of, max_abs_diff, propagation_checkpoint, propagation_net
+from tests.helpers_prop import keys_of, max_abs_diff, propagation_net
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def prop_ckpt(formula, tmp_path_factory):
-    return propagation_checkpoint(formula, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def prop_net(formula, tmp_path_factory):
+def formula_net(formula, tmp_path_factory):
     return propagation_net(formula, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def outputs(prop_net, load_fixture):
-    """Every call of the fixture recipe, run once."""
+def outputs(formula_net, load_fixture):
+    """Every call of the fixture recipe, run once (formula weights, as the original's outputs)."""
+    prop_net = formula_net
     z = load_fixture("propagation")
     t = lambda n: torch.from_numpy(z[n])  # noqa: E731
     frames = t("frames_norm")
@@ -41,6 +38,7 @@ def outputs(prop_net, load_fixture):
     return out
 
 
+@pytest.mark.reference
 def test_state_dict_matches_official_keys(read_keys):
     assert keys_of(PropagationNetwork()) == read_keys("propagation")
 
@@ -74,12 +72,12 @@ def test_query_features_match_fp16_copies(outputs, load_fixture, name, record_pr
     assert d <= ours.abs().max().item() * 2.0 ** -11 + TOL
 
 
-@pytest.mark.reference
-def test_module_prefixed_checkpoint_loads_identically(prop_net, prop_ckpt, tmp_path):
+def test_module_prefixed_checkpoint_loads_identically(seeded_prop_net, seeded_checkpoints, tmp_path):
     path = tmp_path / "ddp.pth"
-    torch.save({"module." + k: v for k, v in torch.load(prop_ckpt, weights_only=True).items()}, path)
+    plain = torch.load(seeded_checkpoints["propagation_model"], weights_only=True)
+    torch.save({"module." + k: v for k, v in plain.items()}, path)
     other = load_propagation(path, "cpu")
-    ref = prop_net.state_dict()
+    ref = seeded_prop_net.state_dict()
     got = other.state_dict()
     assert list(got) == list(ref)
     assert all(torch.equal(got[k], ref[k]) for k in ref)
@@ -94,7 +92,8 @@ def test_others_masks():
 
 
 @torch.inference_mode()
-def test_shapes_single_object(prop_net):
+def test_shapes_single_object(seeded_prop_net):
+    prop_net = seeded_prop_net
     g = torch.Generator().manual_seed(0)
     frame = torch.randn(1, 3, 128, 128, generator=g)
     k16, v16 = prop_net.memorize(frame, torch.ones(1, 1, 128, 128))
@@ -130,7 +129,8 @@ def test_memory_reader_without_top_k_is_plain_softmax():
 
 
 @torch.inference_mode()
-def test_top_k_needs_enough_memory_positions(prop_net):
+def test_top_k_needs_enough_memory_positions(seeded_prop_net):
+    prop_net = seeded_prop_net
     frame = torch.randn(1, 3, 32, 32)  # 2x2 = 4 memory cells < 50
     k16, v16 = prop_net.memorize(frame, torch.ones(1, 1, 32, 32))
     f16, f8, f4, qk, qv = prop_net.get_query_values(frame)
