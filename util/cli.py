@@ -95,7 +95,7 @@ def run_cli(run: Callable[[Any], int | None], args: Any,
 
     :class:`CliError` or an exception in ``errors`` (types, or ``"module:Name"`` strings resolved when the
     error happens) → one line on stderr and ``code``; any other exception → one line with its type,
-    exit 1 (the traceback with ``MIVOS_DEBUG=1`` or ``--debug``); Ctrl-C → 130, SIGTERM → 143, after
+    exit 1 (re-raised with its traceback under ``MIVOS_DEBUG=1`` or ``--debug``); Ctrl-C → 130, SIGTERM → 143, after
     printing ``interrupted``."""
     errors = tuple(errors)
     previous = install_sigterm_as_interrupt()
@@ -105,11 +105,11 @@ def run_cli(run: Callable[[Any], int | None], args: Any,
         print(interrupted, file=sys.stderr)
         return 128 + (e.signum if isinstance(e, Interrupted) else int(signal.SIGINT))
     except Exception as e:  # noqa: BLE001 - expected errors and the last resort: one line, no traceback
-        if debug_enabled(args):
-            raise
         if isinstance(e, _expected_types(errors)):
             print(f"error: {first_line(e)}", file=sys.stderr)
             return code
+        if debug_enabled(args):
+            raise
         print(f"error: {type(e).__name__}: {first_line(e)} (unexpected; set {DEBUG_ENV}=1 for the traceback)",
               file=sys.stderr)
         return 1
@@ -121,6 +121,10 @@ def run_cli(run: Callable[[Any], int | None], args: Any,
 def first_line(e: BaseException) -> str:
     """The message of ``e`` on one line (``OSError``'s strerror and file name when that is all there is)."""
     text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        # re-raised from a DataLoader worker: the original error is the traceback's last line
+        last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1]
+        return re.sub(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\w*: ", "", last)
     if isinstance(e, OSError) and e.strerror and not text.startswith(e.strerror) and e.filename:
         text = f"{e.filename}: {e.strerror}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
