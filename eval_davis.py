@@ -209,7 +209,7 @@ def check_frame_names(image_dir: Path, mask_dir: Path, videos: Sequence[str], da
                 raise cli.CliError(
                     "--davis", davis, f"frame {missing} of video {video} is missing ({image_dir / video} has "
                     f"{stem}.jpg next); frames must be numbered 00000.jpg, 00001.jpg, ... to match "
-                    f"{mask_dir.name}/{video}/%05d.png",
+                    f"{mask_dir.parent.name}/{mask_dir.name}/{video}/%05d.png",
                     f"restore the frame, or leave the video out (--video NAME for the others)")
         if not stems:
             raise cli.CliError("--davis", davis, f"video {video} has no .jpg frames in {image_dir / video}",

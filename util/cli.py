@@ -271,9 +271,9 @@ def input_file(flag: str, path: str | os.PathLike | None, what: str = "file",
         raise CliError(flag, path, f"no {what} given", fix)
     p = Path(path).expanduser()
     if p.is_dir():
-        raise CliError(flag, path, f"is a folder, not a {what}", fix or f"give the {what} itself")
+        raise CliError(flag, path, "is a folder, not a file", fix or f"give the {what} itself")
     if not p.is_file():
-        raise CliError(flag, path, f"{what} not found", fix or f"check the path")
+        raise CliError(flag, path, f"{what} not found", fix or "check the path")
     if not os.access(p, os.R_OK):
         raise CliError(flag, path, f"{what} is not readable (permission denied)", fix or "fix its permissions")
     return p
@@ -286,7 +286,7 @@ def input_dir(flag: str, path: str | os.PathLike | None, what: str = "folder",
         raise CliError(flag, path, f"no {what} given", fix)
     p = Path(path).expanduser()
     if p.is_file():
-        raise CliError(flag, path, f"is a file, not a {what}", fix or f"give the {what}")
+        raise CliError(flag, path, "is a file, not a folder", fix or f"give the {what}")
     if not p.is_dir():
         raise CliError(flag, path, f"{what} not found", fix or "check the path")
     if not os.access(p, os.R_OK | os.X_OK):
