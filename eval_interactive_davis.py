@@ -340,7 +340,8 @@ def evaluate(args: argparse.Namespace) -> RunResult:
     cli.input_dir("--davis", args.davis, "DAVIS root")
     root = resolve_davis_root(args.davis)
     names = list_sequences(root, args.subset, args.sequences)
-    device = resolve_device(args.device)
+    if args.device not in (None, "auto"):   # (needs torch: only when a device is named)
+        resolve_device(args.device)
     if not args.oracle:
         for flag, path in (("--prop_model", args.prop_model), ("--fusion_model", args.fusion_model),
                            ("--s2m_model", args.s2m_model)):
@@ -350,6 +351,7 @@ def evaluate(args: argparse.Namespace) -> RunResult:
         # fail now, not after an hour inside the session, when a file of a sequence is missing or broken
         check_sequence_files(root, seq, args.davis, need_frames=not args.oracle)
     out = cli.output_dir("--output", args.output, {"--davis": args.davis})
+    device = resolve_device(args.device)
     models = None if args.oracle else load_models(args, device)
 
     import torch

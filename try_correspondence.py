@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                            "--points and --output go together (headless mode)", "give both or neither")
     cli.input_file("--src_image", args.src_image, "image")
     cli.input_file("--tar_image", args.tar_image, "image")
-    device = cli.device("--device", args.device)
+    if args.device is not None:   # (needs torch: only when a device is named)
+        cli.device("--device", args.device)
     src = read_rgb(args.src_image, "--src_image")
     tar = read_rgb(args.tar_image, "--tar_image")
     # input checks before the (slow) model load
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from model.factory import load_correspondence
     from model.propagation.corr_network import Correspondence
     from util.image_util import normalize_frames
+    device = cli.device("--device", args.device)
     net = load_correspondence(args.model, device)
     corr = Correspondence(net, normalize_frames(src, device), normalize_frames(tar, device))
     if args.points is not None:
