@@ -202,6 +202,10 @@ CASES = {
     "synthetic-out-under-a-file": ("scripts/make_synthetic_davis.py", ["--out", "{d}/afile.txt/x"], "--out"),
     "synthetic-objects-too-many": ("scripts/make_synthetic_davis.py", ["--out", "{d}/o7", "--objects", "300"], "--objects"),
     "synthetic-size-too-small": ("scripts/make_synthetic_davis.py", ["--out", "{d}/o7", "--size", "8", "8"], "--size"),
+    # the YouTube-VOS resizer: never into its own input
+    "resize-output-is-the-input": ("scripts/resize_youtube.py", ["{d}/davis", "{d}/davis"], "output"),
+    "resize-output-inside-the-input": ("scripts/resize_youtube.py", ["{d}/davis", "{d}/davis/JPEGImages"], "output"),
+    "resize-processes-zero": ("scripts/resize_youtube.py", ["{d}/davis", "{d}/o8", "--processes", "0"], "--processes"),
     # the GUI's arguments (checked before the window and the networks)
     "gui-workspace-under-a-file": ("interactive_gui.py", [*GUI, "--workspace", "{d}/afile.txt/ws"], "--workspace"),
     "gui-workspace-is-the-frames": ("interactive_gui.py", [*GUI, "--workspace", "{d}/frames_jpg"], "--workspace"),

@@ -61,15 +61,26 @@ def debug_enabled(args: Any = None) -> bool:
     return bool(getattr(args, "debug", False))
 
 
-def _raise_interrupted(signum, frame) -> NoReturn:  # noqa: ARG001 - signal handler signature
+_handler_pid: int | None = None
+
+
+def _raise_interrupted(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    if os.getpid() != _handler_pid:
+        # a forked worker (multiprocessing pool, DataLoader) inherited the handler: terminate it as the
+        # default action would, instead of unwinding it with a traceback
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Interrupted(signum)
 
 
 def install_sigterm_as_interrupt() -> Any:
-    """Make SIGTERM raise :class:`Interrupted` in the main thread (like Ctrl-C); returns the previous
-    handler (``None`` outside the main thread, where handlers cannot be set)."""
+    """Make SIGTERM raise :class:`Interrupted` in the main thread of this process (like Ctrl-C); returns
+    the previous handler (``None`` outside the main thread, where handlers cannot be set)."""
+    global _handler_pid
     if threading.current_thread() is not threading.main_thread():
         return None
+    _handler_pid = os.getpid()
     return signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
