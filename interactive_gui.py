@@ -43,11 +43,7 @@ def validate_args(args, default_video: str) -> None:
         cli.input_file("--video", args.video, "video", "pass an existing video or --images FOLDER")
     if args.masks:
         cli.input_dir("--masks", args.masks, "mask folder", "pass a folder of palette PNGs")
-    for flag, path in (("--prop_model", args.prop_model), ("--fusion_model", args.fusion_model),
-                       ("--s2m_model", args.s2m_model), ("--fbrs_model", args.fbrs_model)):
-        if path:
-            cli.input_file(flag, path, "weights file", f"download the weights with python download_model.py "
-                           f"or pass {flag} PATH")
+    # (the weights are checked when the session loads them, after the frames: a bad video is named first)
     if args.device not in (None, "auto"):
         cli.device("--device", args.device)
     if args.workspace:
