@@ -238,6 +238,9 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     eval_set = resolve_set(args.davis, args.split, args.davis16, args.imset)
+    if args.imset is not None and Path(args.davis).is_dir():
+        cli.input_file("--imset", eval_set.root / "ImageSets" / args.imset, "image-set list",
+                       f"give a list relative to {eval_set.root / 'ImageSets'}")
     validate_args(args)
     from dataset.davis_test_dataset import DAVISTestDataset
     from inference_core.core import InferenceCore

@@ -143,6 +143,8 @@ CASES = {
                                              "--num_workers", "0", "--output", "{d}/o2"], "--davis"),
     "davis-num_workers-negative": ("eval_davis.py", [*E, "--output", "{d}/o2", "--num_workers", "-1"], "--num_workers"),
     "davis-video-unknown": ("eval_davis.py", [*E, "--output", "{d}/o2", "--video", "nope"], "--video"),
+    "davis-imset-missing": ("eval_davis.py", [*E, "--output", "{d}/o2", "--imset", "2017/nope.txt"], "--imset"),
+    "davis-score_only-without-results": ("eval_davis.py", [*E, "--output", "{d}/nothing", "--score_only"], "--output"),
     "davis16-output-under-a-file": ("eval_davis_2016.py", [*E, "--output", "{d}/afile.txt/r"], "--output"),
     "davis16-top_k-zero": ("eval_davis_2016.py", [*E, "--output", "{d}/o2", "--top_k", "0"], "--top_k"),
     # eval_youtube.py
