@@ -557,3 +557,17 @@ def test_eval_davis_missing_annotation_frame_scores_by_name(data, weights, tmp_p
     jpgs = sorted(p.stem for p in (data / "davis" / "JPEGImages" / "480p" / "synth-000").glob("*.jpg"))
     assert sorted(p.stem for p in (out / "synth-000").glob("*.png")) == jpgs
     assert json.loads((out / "scores.json").read_text())["global"]["sequences"] == 1
+
+
+def test_unreadable_checkpoint_hint_never_says_to_delete_a_users_file(tmp_path):
+    from util.checkpoint import CheckpointError, read_state_dict
+    mine = tmp_path / "first_frame.png"
+    mine.write_bytes(b"\x89PNG not a checkpoint")
+    with pytest.raises(CheckpointError) as e:
+        read_state_dict(mine)
+    assert "delete" not in str(e.value) and "download_model.py" in str(e.value)
+    broken = tmp_path / "saves" / "fusion.pth"
+    broken.parent.mkdir()
+    broken.write_bytes(b"truncated download")
+    with pytest.raises(CheckpointError, match="delete it and run `python download_model.py`"):
+        read_state_dict(broken)
