@@ -33,11 +33,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
+from util import cli
 from util.fileio import atomic_write_text, remove_partial_writes
 from util.metrics import SequenceScores, evaluate_sequence
 from util.palette import load_mask_png, save_mask_png
@@ -46,6 +46,9 @@ DEFAULT_MODEL = "saves/propagation_model.pth"
 KM_SIGMA = 5.6
 # the 2016 image set lives in the 2017 release (ImageSets/2016/val.txt), as the original uses it
 DAVIS16_IMSET = "../../2017/trainval/ImageSets/2016/val.txt"
+
+if TYPE_CHECKING:   # torch is imported where it is used, so bad arguments are refused in a fraction of a second
+    import torch
 
 
 class EvalError(ValueError):
@@ -73,7 +76,7 @@ def resolve_set(davis: str | os.PathLike, split: str, davis16: bool, imset: str 
             imset = DAVIS16_IMSET if (davis / "ImageSets" / DAVIS16_IMSET).is_file() else "2016/val.txt"
         return EvalSet(davis, imset, "2016-val", True)
     if split not in ("val", "testdev"):
-        raise EvalError(f"--split {split!r}: use val or testdev")
+        raise cli.CliError("--split", split, "unknown split", "use val or testdev")
     sub, default_imset = ("trainval", "2017/val.txt") if split == "val" else ("test-dev", "2017/test-dev.txt")
     root = davis / sub if (davis / sub).is_dir() else davis
     return EvalSet(root, imset or default_imset, split, False)
@@ -160,7 +163,7 @@ def print_summary(summary: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ running
 def build_parser(davis16: bool = False) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = cli.CliParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
     p.add_argument("--davis", default="../DAVIS/2016" if davis16 else "../DAVIS/2017",
                    help="DAVIS root (2017: holds trainval/ and test-dev/; 2016: the 2016 release)")
@@ -175,7 +178,7 @@ def build_parser(davis16: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="network precision (float32 = the original's numbers; float16 needs CUDA)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--num_workers", type=int, default=2, help="data-loading processes (0: load in the main process)")
     p.add_argument("--video", action="append", default=None, help="evaluate only this video (repeatable)")
     p.add_argument("--score_only", action="store_true", help="score an existing --output folder, run nothing")
@@ -183,11 +186,13 @@ def build_parser(davis16: bool = False) -> argparse.ArgumentParser:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def load_network(model: str, top_k: int | None, use_km: bool, device: torch.device) -> torch.nn.Module:
+    """The propagation network (top-k or plain read; kernelised memory with ``use_km``)."""
     from model.factory import load_propagation
     net = load_propagation(model, device, top_k=top_k)
     if use_km:
@@ -196,20 +201,61 @@ def load_network(model: str, top_k: int | None, use_km: bool, device: torch.devi
     return net
 
 
+def check_frame_names(image_dir: Path, mask_dir: Path, videos: Sequence[str], davis: str) -> None:
+    """Every video's frames must be ``00000.jpg, 00001.jpg, …`` without a gap: frame ``t`` is scored
+    against annotation ``%05d.png`` of ``t`` and its mask written under that name, so a missing JPEG
+    would shift every later frame. Raises :class:`CliError` naming the first missing frame."""
+    for video in videos:
+        stems = sorted(p.stem for p in (image_dir / video).glob("*.jpg"))
+        for t, stem in enumerate(stems):
+            if stem != f"{t:05d}":
+                missing = f"{t:05d}.jpg"
+                raise cli.CliError(
+                    "--davis", davis, f"frame {missing} of video {video} is missing ({image_dir / video} has "
+                    f"{stem}.jpg next); frames must be numbered 00000.jpg, 00001.jpg, ... to match "
+                    f"{mask_dir.parent.name}/{mask_dir.name}/{video}/%05d.png",
+                    f"restore the frame, or leave the video out (--video NAME for the others)")
+        if not stems:
+            raise cli.CliError("--davis", davis, f"video {video} has no .jpg frames in {image_dir / video}",
+                               "restore its frames or leave it out of the image set")
+        extra = sorted(p.stem for p in (mask_dir / video).glob("*.png") if p.stem not in set(stems))
+        if extra:
+            raise cli.CliError("--davis", davis, f"annotation {mask_dir / video / (extra[0] + '.png')} has no "
+                               f"frame {extra[0]}.jpg", "restore the frame or remove the stray annotation")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Argument checks that need no network (run first, in a fraction of a second)."""
+    cli.positive_int("--mem_freq", args.mem_freq)
+    if not args.no_top:
+        cli.positive_int("--top_k", args.top_k)
+    cli.non_negative_int("--num_workers", args.num_workers)
+    cli.input_dir("--davis", args.davis, "DAVIS root", "pass the DAVIS root with --davis")
+    if args.score_only:
+        cli.input_dir("--output", args.output, "results folder", "run the evaluation first (without --score_only)")
+        return
+    cli.input_file("--model", args.model, "checkpoint", "download it with python download_model.py or pass --model PATH")
+    if args.device is not None:
+        cli.device("--device", args.device)   # (needs torch: only when a device is named)
+    cli.output_dir("--output", args.output, {"--davis": args.davis})
+
+
 def run(args: argparse.Namespace) -> int:
+    eval_set = resolve_set(args.davis, args.split, args.davis16, args.imset)
+    if args.imset is not None and Path(args.davis).is_dir():
+        cli.input_file("--imset", eval_set.root / "ImageSets" / args.imset, "image-set list",
+                       f"give a list relative to {eval_set.root / 'ImageSets'}")
+    validate_args(args)
     from dataset.davis_test_dataset import DAVISTestDataset
 
-    eval_set = resolve_set(args.davis, args.split, args.davis16, args.imset)
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if args.mem_freq < 1:
-        raise EvalError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
 
     dataset = DAVISTestDataset(eval_set.root, imset=eval_set.imset, single_object=eval_set.single_object)
     if args.video:
         missing = sorted(set(args.video) - set(dataset.videos))
         if missing:
-            raise EvalError(f"--video {missing[0]}: not in {eval_set.root / 'ImageSets' / eval_set.imset}")
+            raise cli.CliError("--video", missing[0], f"not in {eval_set.root / 'ImageSets' / eval_set.imset}",
+                               "give a video of the image set")
         dataset.videos = [v for v in dataset.videos if v in args.video]
     annotations = eval_set.root / "Annotations" / "480p"
 
@@ -218,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         print_summary(write_summary(out_dir, eval_set.split, scores))
         return 0
 
+    check_frame_names(dataset.image_dir, dataset.mask_dir, dataset.videos, args.davis)
     from util.batch import init_batch, shutdown_batch
     ctx = init_batch(args.device)
     try:
@@ -229,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_videos(args: argparse.Namespace, ctx, dataset, eval_set: EvalSet, out_dir: Path, annotations: Path) -> int:
     """Propagate and score this rank's share of the videos (see :mod:`util.batch`); rank 0 merges the
     scores of all videos, in the image set's order, into the summary files."""
+    import torch
+
     from inference_core.core import InferenceCore
     from inference_core.semisup import frame_labels, propagate_first_frame
     from util.batch import (WorkItem, dataset_loader, file_identity, report_failures, run_batch,
@@ -333,11 +382,8 @@ def save_mask_png_grey(path: Path, mask01: np.ndarray) -> None:
 
 def main(argv: Sequence[str] | None = None, davis16: bool = False) -> int:
     args = build_parser(davis16).parse_args(argv)
-    from dataset.layout import DatasetError
-    from util.checkpoint import CheckpointError
-    from util.cli import run_cli
-    # EvalError, dataset layout errors, a frame too small for the top-k read, ...
-    return run_cli(run, args, (ValueError, DatasetError, CheckpointError))
+    # CliError, EvalError, dataset layout errors, a frame too small for the top-k read, ...
+    return cli.run_cli(run, args, (ValueError, "dataset.layout:DatasetError", "util.checkpoint:CheckpointError"))
 
 
 if __name__ == "__main__":

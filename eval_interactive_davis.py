@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from util import cli
 from util.fileio import atomic_path, atomic_write_text
 from util.palette import load_mask_png, save_mask_png
 
@@ -121,6 +122,55 @@ def scan_sequence(root: Path, seq: str) -> dict[str, Any]:
         raise EvalSetupError(f"{scribbles / '001.json'}: initial scribble of sequence {seq!r} not found")
     return {"num_frames": num_frames, "num_objects": num_objects, "num_scribbles": num_scribbles,
             "image_size": [int(first.shape[1]), int(first.shape[0])]}
+
+
+def check_sequence_files(root: Path, seq: str, davis: str, need_frames: bool = True) -> None:
+    """Everything the session will read for ``seq``, checked before it starts (a failure inside the
+    package's session would be a traceback after minutes of work): one annotation PNG per frame, each
+    readable, and readable scribble JSON files (``001.json`` first). Raises :class:`CliError` naming the file."""
+    import json as _json
+
+    from PIL import Image
+
+    ann = root / "Annotations" / RESOLUTION / seq
+    if need_frames:
+        frames = frame_paths(root, seq)
+        if not frames:
+            raise cli.CliError("--davis", davis, f"sequence {seq!r} has no frames in {frames_dir(root, seq)}",
+                               "restore its frames or leave it out with --sequences")
+        expected = [f"{p.stem}.png" for p in frames]
+    else:
+        expected = sorted(p.name for p in ann.glob("*.png"))
+    for name in expected:
+        path = ann / name
+        if not path.is_file():
+            raise cli.CliError("--davis", davis, f"annotation {path} is missing (sequence {seq!r} has a frame "
+                               f"{Path(name).stem} but no mask for it)", "restore it or leave the sequence out "
+                               "with --sequences")
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (OSError, ValueError, SyntaxError) as e:
+            raise cli.CliError("--davis", davis, f"annotation {path} cannot be read ({type(e).__name__})",
+                               "replace the file or leave the sequence out with --sequences") from None
+    scribbles = sorted((root / "Scribbles" / seq).glob("*.json"))
+    if not scribbles:
+        raise cli.CliError("--davis", davis, f"sequence {seq!r} has no scribble file "
+                           f"{root / 'Scribbles' / seq / '001.json'}", "restore it or leave the sequence out")
+    for path in scribbles:
+        try:
+            doc = _json.loads(path.read_text())
+            ok = isinstance(doc, dict) and isinstance(doc.get("scribbles"), list)
+        except (OSError, UnicodeDecodeError, ValueError):
+            ok = False
+        if not ok:
+            raise cli.CliError("--davis", davis, f"scribble file {path} is not readable scribble JSON "
+                               "(expected {\"sequence\": ..., \"scribbles\": [...]})",
+                               "replace it or leave the sequence out with --sequences")
+
+
+def frames_dir(root: Path, seq: str) -> Path:
+    return root / "JPEGImages" / RESOLUTION / seq
 
 
 def register_sequences(root: Path, subset: str, names: Sequence[str]) -> dict[str, dict]:
@@ -236,6 +286,11 @@ class RunResult:
     exit_code: int = 0  # 1 when a sequence failed
 
 
+def resolve_device(name: str):
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` → ``torch.device`` (:func:`util.cli.device`)."""
+    return cli.device("--device", name)
+
+
 def load_models(args: argparse.Namespace, device) -> Models:
     from model.factory import load_fusion, load_propagation, load_s2m
     return Models(prop=load_propagation(args.prop_model, device), fusion=load_fusion(args.fusion_model, device),
@@ -289,27 +344,28 @@ def evaluate(args: argparse.Namespace) -> RunResult:
     sequences are shared among the processes, and rank 0 summarises the rows of all sequences with the
     package's own ``summarize_report``, so one process and many give the same AUC and J&F@60s for the
     same rows. A rank other than 0 returns a result without summary."""
-    if args.max_interactions < 1:
-        raise EvalSetupError(f"--max_interactions {args.max_interactions}: must be at least 1")
-    if args.max_interactions > 16:
-        raise EvalSetupError(f"--max_interactions {args.max_interactions}: davisinteractive allows at most 16")
-    if not args.max_time > 0:
-        raise EvalSetupError(f"--max_time {args.max_time}: must be a positive number of seconds")
+    cli.int_in_range("--max_interactions", args.max_interactions, 1, 16, "davisinteractive allows 1 to 16")
+    cli.positive_float("--max_time", args.max_time)
+    cli.input_dir("--davis", args.davis, "DAVIS root")
     root = resolve_davis_root(args.davis)
     names = list_sequences(root, args.subset, args.sequences)
+    if args.device not in (None, "auto"):   # (needs torch: only when a device is named)
+        resolve_device(args.device)
     if not args.oracle:
-        for seq in names:
-            frame_paths(root, seq)  # fail now, not after an hour, when a sequence's frames are missing
-    out = Path(args.output)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EvalSetupError(f"--output {out}: cannot create the folder ({e.strerror})") from None
+        for flag, path in (("--prop_model", args.prop_model), ("--fusion_model", args.fusion_model),
+                           ("--s2m_model", args.s2m_model)):
+            cli.input_file(flag, path, "checkpoint", "download the weights with python download_model.py "
+                           f"or pass {flag} PATH")
+    for seq in names:
+        # fail now, not after an hour inside the session, when a file of a sequence is missing or broken
+        check_sequence_files(root, seq, args.davis, need_frames=not args.oracle)
+    out = cli.output_dir("--output", args.output, {"--davis": args.davis})
     from util.batch import init_batch, shutdown_batch
     try:
-        ctx = init_batch(args.device)
+        ctx = init_batch(args.device)   # this process's device: cuda:LOCAL_RANK under torchrun
     except ValueError as e:
-        raise EvalSetupError(f"--device {args.device}: {e}") from None
+        problem, _, fix = str(e).partition("; ")
+        raise cli.CliError("--device", args.device, problem, fix or None) from None
     try:
         return _evaluate_sequences(args, ctx, root, names, out)
     finally:
@@ -482,7 +538,7 @@ def _time_stats(records: list[InteractionRecord]) -> dict[str, Any]:
 # command line
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="DAVIS interactive-track evaluation (official davisinteractive 1.0.4 "
+    p = cli.CliParser(description="DAVIS interactive-track evaluation (official davisinteractive 1.0.4 "
                                             "session and robot).")
     p.add_argument("--prop_model", default="saves/propagation_model.pth")
     p.add_argument("--fusion_model", default="saves/fusion.pth")
@@ -492,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Scribbles/ at 480p)")
     p.add_argument("--output", required=True, help="folder for summary.json, the report, the plot and masks")
     p.add_argument("--save_mask", action="store_true", help="save every sample's final masks as palette PNGs")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--max_interactions", type=int, default=8, help="interactions per sample (official: 8)")
     p.add_argument("--max_time", type=float, default=30,
                    help="seconds per object and interaction (official: 30, i.e. 8*30 s per object per sample)")
@@ -505,24 +561,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_error_types() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad arguments or data (one line, exit 2); the lazily imported ones only once loaded."""
-    types: list[type[BaseException]] = [EvalSetupError]
-    for module, name in (("util.checkpoint", "CheckpointError"), ("util.davis_compat", "DavisDataMissingError")):
-        if module in sys.modules:
-            types.append(getattr(sys.modules[module], name))
-    return tuple(types)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = evaluate(args)
-    except Exception as e:  # noqa: BLE001  (only the known setup errors are turned into one line)
-        if not isinstance(e, _setup_error_types()):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results: list[RunResult] = []
+
+    def run(args: argparse.Namespace) -> int:
+        results.append(evaluate(args))
+        return 0
+
+    rc = cli.run_cli(run, args, (EvalSetupError, "util.checkpoint:CheckpointError",
+                                 "util.davis_compat:DavisDataMissingError"))
+    if rc != 0:
+        return rc
+    result = results[0]
     summary = result.summary
     if summary is None:
         return result.exit_code

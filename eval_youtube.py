@@ -23,20 +23,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-from eval_davis import DEFAULT_MODEL, KM_SIGMA, EvalError, load_network
+from eval_davis import DEFAULT_MODEL, KM_SIGMA, load_network
+from util import cli
 from util.fileio import remove_partial_writes
 from util.palette import DAVIS_PALETTE_BYTES, save_mask_png
+
+if TYPE_CHECKING:   # torch is imported where it is used, so bad arguments are refused in a fraction of a second
+    import torch
 
 PALETTE_SOURCE = "Annotations/0a49f5265b/00000.png"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = cli.CliParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
     p.add_argument("--yv", default="../YouTube", help="YouTube-VOS root (holds <split>/ and all_frames/)")
     p.add_argument("--output", required=True, help="output folder: <output>/<video>/<frame>.png")
@@ -45,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
     p.add_argument("--use_km", action="store_true", help=f"kernelised memory read (σ = {KM_SIGMA})")
     p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
-    p.add_argument("--short_side", type=int, default=480, help="processing size, shorter side (default 480)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--short_side", type=int, default=480, help="processing size, shorter side (default 480; -1: original)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--num_workers", type=int, default=2, help="data-loading processes (0: load in the main process)")
     p.add_argument("--video", action="append", default=None, help="evaluate only this video (repeatable)")
     return p
@@ -65,6 +68,8 @@ def read_palette(yv: Path, split: str) -> bytes:
 
 def propagate_video(net: torch.nn.Module, data: dict, mem_freq: int, device: torch.device) -> tuple[np.ndarray, int]:
     """One video → (``T×H×W`` uint8 masks at the original size with the original ids, first annotated frame)."""
+    import torch
+
     from inference_core.semisup import PerObjectPropagation, frame_labels
 
     info = data["info"]
@@ -90,19 +95,32 @@ def propagate_video(net: torch.nn.Module, data: dict, mem_freq: int, device: tor
     return masks, first
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Argument checks that need no network (run first, in a fraction of a second)."""
+    cli.positive_int("--mem_freq", args.mem_freq)
+    if not args.no_top:
+        cli.positive_int("--top_k", args.top_k)
+    if args.short_side > 0:   # 0 or -1: the original size
+        cli.resolution("--short_side", args.short_side)
+    cli.non_negative_int("--num_workers", args.num_workers)
+    cli.input_dir("--yv", args.yv, "YouTube-VOS root", "pass the YouTube-VOS root with --yv")
+    cli.input_file("--model", args.model, "checkpoint", "download it with python download_model.py or pass --model PATH")
+    if args.device is not None:
+        cli.device("--device", args.device)
+    cli.output_dir("--output", args.output, {"--yv": args.yv})
+
+
 def run(args: argparse.Namespace) -> int:
+    validate_args(args)
     from dataset.yv_test_dataset import YouTubeVOSTestDataset
 
-    if args.mem_freq < 1:
-        raise EvalError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
     yv = Path(args.yv).expanduser()
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     dataset = YouTubeVOSTestDataset(yv, args.split, short_side=args.short_side if args.short_side > 0 else None)
     if args.video:
         missing = sorted(set(args.video) - set(dataset.videos))
         if missing:
-            raise EvalError(f"--video {missing[0]}: not in {dataset.image_dir}")
+            raise cli.CliError("--video", missing[0], f"not in {dataset.image_dir}", "give a video of the split")
         dataset.videos = [v for v in dataset.videos if v in args.video]
     palette = read_palette(yv, args.split)
     from util.batch import init_batch, shutdown_batch
@@ -115,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_videos(args: argparse.Namespace, ctx, dataset, palette: bytes, out_dir: Path) -> int:
     """This rank's share of the videos (see :mod:`util.batch`); rank 0 prints the merged timing."""
+    import torch
+
     from util.batch import WorkItem, dataset_loader, file_identity, report_failures, run_batch, summary_line
 
     device = ctx.device
@@ -156,10 +176,7 @@ def _run_videos(args: argparse.Namespace, ctx, dataset, palette: bytes, out_dir:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dataset.layout import DatasetError
-    from util.checkpoint import CheckpointError
-    from util.cli import run_cli
-    return run_cli(run, args, (ValueError, DatasetError, CheckpointError))
+    return cli.run_cli(run, args, (ValueError, "dataset.layout:DatasetError", "util.checkpoint:CheckpointError"))
 
 
 if __name__ == "__main__":

@@ -39,10 +39,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from dataset.layout import DatasetError
-from util.checkpoint import CheckpointError
+from util import cli
 from util.fileio import atomic_path, remove_partial_writes
 
 MIN_OBJECT_PIXELS = 10 * 10
@@ -50,7 +48,7 @@ MAX_OBJECTS = 5  # per reference frame, to bound memory (as the original)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="saves/propagation_model.pth", help="propagation network checkpoint")
     p.add_argument("--davis_root", default="../DAVIS/2017", help="DAVIS 2017 root (reads trainval, ImageSets/2017/train.txt)")
     p.add_argument("--bl_root", default="../BL30K", help="BL30K root (JPEGImages/, Annotations/)")
@@ -62,20 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BL only (required there): propagate to frames within ±range of the reference (e.g. 40)")
     p.add_argument("--start", type=int, default=None, help="BL only: first video index (sorted names) of the slice")
     p.add_argument("--end", type=int, default=None, help="BL only: last video index, inclusive")
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: cuda if available)")
     return p
 
 
-def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.separation < 1:
-        parser.error(f"--separation {args.separation}: must be >= 1")
-    if args.mem_freq < 1:
-        parser.error(f"--mem_freq {args.mem_freq}: must be >= 1")
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> None:
+    """Every check that needs no network: numbers, input roots, the model file, the device; then the
+    output folder is created (a bad location fails before any propagation)."""
+    cli.positive_int("--separation", args.separation)
+    cli.positive_int("--mem_freq", args.mem_freq)
     if args.dataset == "BL":
-        if args.range is None or args.range < 1:
-            parser.error("--range N (>= 1) is required with --dataset BL")
+        if args.range is None:
+            raise cli.CliError("--range", None, "required with --dataset BL",
+                               "give the propagation range in frames, e.g. --range 40")
+        cli.positive_int("--range", args.range)
         if (args.start is None) != (args.end is None):
-            parser.error("--start and --end go together (an inclusive slice of the sorted BL30K videos)")
+            flag, value = ("--start", args.start) if args.start is not None else ("--end", args.end)
+            raise cli.CliError(flag, value, "--start and --end go together",
+                               "give both (an inclusive slice of the sorted BL30K videos) or neither")
+        if args.start is not None:
+            cli.non_negative_int("--start", args.start)
+            cli.int_in_range("--end", args.end, low=args.start, fix="--end is the last index, at least --start")
+        data_flag, data_root, layout = "--bl_root", args.bl_root, "the BL30K root (JPEGImages/, Annotations/)"
+    else:
+        data_flag, data_root, layout = ("--davis_root", args.davis_root,
+                                        "the DAVIS 2017 root (trainval/JPEGImages/480p, trainval/ImageSets)")
+    cli.input_dir(data_flag, data_root, "dataset root", f"pass {layout}")
+    cli.input_file("--model", args.model, "checkpoint", "download it with python download_model.py or pass --model PATH")
+    if args.device is not None:
+        cli.device("--device", args.device)
+    cli.output_dir("--output", args.output, {data_flag: data_root})
 
 
 def save_probability_png(path: Path, prob_u8: np.ndarray) -> None:
@@ -104,6 +118,8 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
+    import torch
+
     from inference_core.fusion_generator import FusionGenerator
     from model.factory import load_propagation
     from util.batch import WorkItem, dataset_loader, file_identity, report_failures, run_batch, summary_line
@@ -156,14 +172,14 @@ def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(args, parser)
-    try:
+    args = build_parser().parse_args(argv)
+
+    def run(args: argparse.Namespace) -> int:
+        _check_args(args)
         return generate(args)
-    except (CheckpointError, DatasetError, ValueError) as e:
-        print(f"generate_fusion.py: error: {e}", file=sys.stderr)
-        return 1
+
+    return cli.run_cli(run, args, ("util.checkpoint:CheckpointError", "dataset.layout:DatasetError",
+                                   "util.batch:BatchError"))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
     python interactive_gui.py --images path/to/frames --num_objects 2 --workspace workspace/mine
 
 Every option of the original plus ``--device auto|cpu|cuda`` and ``--workspace DIR``
-(``python interactive_gui.py -h``). Bad input (missing weights, an unreadable video, an empty or
-mixed-size image folder) is reported in one line (and a dialog when a display is available) and the
-program exits with status 1.
+(``python interactive_gui.py -h``). Bad input (a missing weights file, frame folder or video, a bad
+number, an unwritable workspace) is reported in one line before the window opens; an unreadable video
+or an empty or mixed-size image folder also in a dialog when a display is available. The program then
+exits with status 2.
 """
 from __future__ import annotations
 
@@ -24,12 +25,45 @@ def _avoid_opencv_qt_plugin_clash() -> None:
         del os.environ["QT_QPA_PLATFORM_PLUGIN_PATH"]
 
 
+def validate_args(args, default_video: str) -> None:
+    """The argument checks that need no network or Qt (``util.cli`` validators; raise ``CliError``)."""
+    from util import cli
+    if args.num_objects is not None:
+        cli.positive_int("--num_objects", args.num_objects)
+    cli.positive_int("--mem_freq", args.mem_freq)
+    cli.int_in_range("--mem_profile", args.mem_profile, 0, 3, "0 is fastest, 3 uses the least GPU memory")
+    cli.resolution("--resolution", args.resolution)
+    cli.positive_int("--cache_frames", args.cache_frames)
+    if args.images:
+        cli.input_dir("--images", args.images, "frame folder", "pass a folder of .jpg/.png frames")
+    elif args.video == default_video and not os.path.exists(args.video):
+        raise cli.CliError("--video", args.video, "the example clip is missing",
+                           "run `python download_model.py` (it fetches it) or pass --video FILE / --images FOLDER")
+    else:
+        cli.input_file("--video", args.video, "video", "pass an existing video or --images FOLDER")
+    if args.masks:
+        cli.input_dir("--masks", args.masks, "mask folder", "pass a folder of palette PNGs")
+    # (the weights are checked when the session loads them, after the frames: a bad video is named first)
+    if args.device not in (None, "auto"):
+        cli.device("--device", args.device)
+    if args.workspace:
+        inputs = {"--images": args.images, "--video": None if args.images else args.video, "--masks": args.masks}
+        cli.output_dir("--workspace", args.workspace, inputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gui.session import SessionError, build_parser, first_line, open_session
+    from util import cli
     from util.checkpoint import CheckpointError
     from util.video_io import FrameSourceError
 
-    args = build_parser().parse_args(argv)
+    parser = cli.one_line_errors(build_parser())
+    args = parser.parse_args(argv)
+    try:
+        validate_args(args, parser.get_default("video"))
+    except cli.CliError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     _avoid_opencv_qt_plugin_clash()
 
     import torch
@@ -46,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
         if interactive:
             QMessageBox.critical(None, "MiVOS", msg)
-        return 1
+        return 2
+    notice = getattr(getattr(controller, "frames", None), "notice", None)
+    if notice:   # e.g. a truncated video: how many frames decoded of how many the file claims
+        print(f"warning: {notice}", file=sys.stderr, flush=True)
 
     from gui.main_window import MainWindow
     window = MainWindow(controller)

@@ -31,18 +31,23 @@ at 480p) and the core's 1-byte-per-pixel label buffer; raise ``--mem_freq`` for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
-import torch
 
+from util import cli
 from util.palette import DAVIS_PALETTE, MaskFile, read_mask, save_label_png
+
+if TYPE_CHECKING:   # torch is imported where it is used, so bad arguments are refused in a fraction of a second
+    import torch
 
 DEFAULT_MODEL = "saves/propagation_model.pth"
 
@@ -78,6 +83,7 @@ def read_first_mask(path: str | Path, size: tuple[int, int]) -> MaskFile:
 
 def onehot_at(mask: np.ndarray, ids: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
     """Label map → ``K×1×h×w`` float one-hot at the processing ``size`` (w, h), nearest resize."""
+    import torch
     if (mask.shape[1], mask.shape[0]) != tuple(size):
         mask = cv2.resize(mask, tuple(size), interpolation=cv2.INTER_NEAREST)
     return torch.from_numpy(np.stack([mask == i for i in ids])).float().unsqueeze(1)
@@ -95,7 +101,11 @@ def overlay_frame(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
 
 
 class OverlayWriter:
-    """mp4 writer of the overlay, reading the original frames from its own sequential source."""
+    """mp4 writer of the overlay, reading the original frames from its own sequential source.
+
+    The video is written to a hidden temporary name in the same folder (``.<name>.<pid>.tmp.mp4``) and
+    renamed to ``path`` by ``close(complete=True)``: an interrupted or killed run never leaves an
+    unplayable file under the final name (``close(complete=False)`` deletes the partial file)."""
 
     def __init__(self, path: Path, source, fps: float, colours: np.ndarray | None = None):
         self.path = path
@@ -103,16 +113,29 @@ class OverlayWriter:
         self.colours = colours
         w, h = source.original_size
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(w), int(h)))
+        # the container is chosen from the extension, so the temporary name keeps .mp4
+        self.tmp_path = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+        self.writer = cv2.VideoWriter(str(self.tmp_path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
+                                      (int(w), int(h)))
         if not self.writer.isOpened():
+            self._discard()
             raise PropagateError(f"--overlay {path}: OpenCV cannot write an mp4 there; check the folder and the .mp4 name")
 
     def write(self, t: int, labels: np.ndarray) -> None:
         frame = self.source.read_original(t)
         self.writer.write(cv2.cvtColor(overlay_frame(frame, labels, colours=self.colours), cv2.COLOR_RGB2BGR))
 
-    def close(self) -> None:
+    def _discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
+
+    def close(self, complete: bool = True) -> None:
+        """Finish the file; ``complete``: publish it under ``path``, else delete it."""
         self.writer.release()
+        if complete:
+            os.replace(self.tmp_path, self.path)
+        else:
+            self._discard()
 
 
 def frame_names(source) -> list[str]:
@@ -122,7 +145,7 @@ def frame_names(source) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = cli.CliParser(description=(__doc__ or "").split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="a video file readable by OpenCV (.mp4, .avi, ...)")
     src.add_argument("--images", help="a folder of frames (sorted .jpg, or .png when there is no .jpg)")
@@ -134,36 +157,66 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(--batch: OUTPUT/NAME/ per video)")
     p.add_argument("--overlay", default=None, help="also write an overlay video (.mp4) here")
     p.add_argument("--model", default=DEFAULT_MODEL, help="propagation checkpoint (propagation_model.pth)")
-    p.add_argument("--resolution", type=int, default=480, help="processing size, shorter side (-1: original size)")
+    p.add_argument("--resolution", type=int, default=480, help="processing size, shorter side (-1: original size); the longer side is "
+                   "bounded to 4x this (very elongated frames are processed smaller)")
     p.add_argument("--top_k", type=int, default=50, help="memory entries read per query position (default 50)")
     p.add_argument("--no_top", action="store_true", help="plain softmax over all memory (no top-k)")
     p.add_argument("--mem_freq", type=int, default=5, help="commit a frame to memory every N frames (default 5)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="network precision (float32 = the original's numbers; float16 needs CUDA)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Every argument check that needs no network or frame decoding (run first, in a fraction of a
+    second). Creates ``--output`` (and the overlay's folder) so an unwritable location fails now."""
+    cli.positive_int("--mem_freq", args.mem_freq)
+    if not args.no_top:
+        cli.positive_int("--top_k", args.top_k)
+    cli.resolution("--resolution", args.resolution)
+    if args.images is not None:
+        cli.input_dir("--images", args.images, "frame folder", "pass a folder of .jpg/.png frames")
+    else:
+        cli.input_file("--video", args.video, "video", "pass an existing video or --images FOLDER")
+    cli.input_file("--mask", args.mask, "mask", "pass the first frame's mask (palette PNG or label map)")
+    cli.input_file("--model", args.model, "checkpoint",
+                   "download it with python download_model.py or pass --model PATH")
+    inputs = {"--images": args.images, "--video": args.video, "--mask": args.mask}
+    if args.overlay is not None:
+        cli.output_file("--overlay", args.overlay, {**inputs, "--model": args.model}, suffixes=(".mp4",))
+    cli.output_dir("--output", args.output, inputs)
+
+
+def validate_batch_args(args: argparse.Namespace) -> None:
+    """The checks of ``--batch`` that need no network or frame decoding (the list itself is read next)."""
+    if args.mask is not None or args.overlay is not None:
+        flag, value = ("--mask", args.mask) if args.mask is not None else ("--overlay", args.overlay)
+        raise cli.CliError(flag, value, "not with --batch (each video's mask is NAME.png beside it, or the "
+                           "second column of the list)", "drop it")
+    cli.positive_int("--mem_freq", args.mem_freq)
+    if not args.no_top:
+        cli.positive_int("--top_k", args.top_k)
+    cli.resolution("--resolution", args.resolution)
+    cli.input_file("--model", args.model, "checkpoint",
+                   "download it with python download_model.py or pass --model PATH")
+    if args.device is not None:
+        cli.device("--device", args.device)
+    cli.output_dir("--output", args.output, {"--batch": args.batch})
+
+
 def run(args: argparse.Namespace) -> int:
-    from inference_core.core import default_device
-    from model.factory import load_propagation
+    if args.batch:
+        validate_batch_args(args)
+        return run_batch_videos(args)
+    validate_args(args)
     from util.video_io import open_frames
 
-    if args.mem_freq < 1:
-        raise PropagateError(f"--mem_freq {args.mem_freq}: must be ≥ 1")
-    if args.resolution == 0 or args.resolution < -1:
-        raise PropagateError(f"--resolution {args.resolution}: give the shorter side in pixels (e.g. 480) or -1")
-    if args.overlay and Path(args.overlay).suffix.lower() != ".mp4":
-        raise PropagateError(f"--overlay {args.overlay}: the overlay is written as .mp4; give a .mp4 file name")
-    if args.batch:
-        if args.mask or args.overlay:
-            raise PropagateError(f"--{'mask' if args.mask else 'overlay'}: not with --batch (each video's mask is "
-                                 "NAME.png beside it, or the second column of the list); drop it")
-        return run_batch_videos(args)
-    if not args.mask:
-        raise PropagateError("--mask: missing; pass the first frame's mask (palette PNG or label map)")
+    device = cli.device("--device", args.device)
     source = open_frames(args.images, args.video, args.resolution, cache_frames=4)
+    if source.notice:
+        print(f"warning: {source.notice}", file=sys.stderr)
     mask_file = read_first_mask(args.mask, source.original_size)
     mask0, ids = mask_file.labels, mask_file.ids
     if mask_file.colours:
@@ -177,10 +230,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: object(s) {lost} vanish at the processing size {source.size[0]}x{source.size[1]}; "
               "use a larger --resolution", file=sys.stderr)
 
-    device = torch.device(args.device) if args.device else default_device()
+    from model.factory import load_propagation
     net = load_propagation(args.model, device, top_k=None if args.no_top else args.top_k)
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     overlay = None
     if args.overlay:
         overlay_source = open_frames(args.images, args.video, -1, cache_frames=1)
@@ -190,17 +242,19 @@ def run(args: argparse.Namespace) -> int:
     import progressbar
     bar = progressbar.ProgressBar(max_value=num_frames) if not args.quiet else None
     start = time.time()
+    complete = False
     try:
         stats = propagate_to_files(net, source, mask0, ids, out_dir, names, args.mem_freq, device, overlay,
                                    (lambda t: bar.update(t + 1)) if bar is not None else None, args.precision,
                                    palette=mask_file.palette)
+        complete = True
     finally:
         if overlay is not None:
-            overlay.close()
+            overlay.close(complete)
         if bar is not None:
             bar.finish()
     elapsed = time.time() - start
-    print(f"{num_frames} frames, {len(ids)} object(s) {ids}, processed at {source.size[0]}x{source.size[1]}, "
+    print(f"{num_frames} frame{'s' if num_frames != 1 else ''}, {len(ids)} object(s) {ids}, processed at {source.size[0]}x{source.size[1]}, "
           f"written at {width}x{height} to {out_dir}" + (f" and {args.overlay}" if args.overlay else "")
           + f"; {elapsed:.1f} s ({num_frames / max(elapsed, 1e-9):.2f} fps); peak stored probabilities "
           f"{stats['peak_prob_bytes'] / 2**20:.1f} MiB")
@@ -215,6 +269,8 @@ def propagate_to_files(net: torch.nn.Module, source, mask0: np.ndarray, ids: Seq
     source at the processing size with ``original_size``) and write ``out_dir/<names[t]>.png`` as each
     frame is final (palette PNGs with ``palette`` for uint8 ids, 16-bit PNGs for uint16 ids).
     Returns ``{"frames", "peak_prob_bytes", "peak_feature_bytes"}`` (what the run kept in memory)."""
+    import torch
+
     from inference_core.core import InferenceCore
     from inference_core.semisup import frame_labels, propagate_first_frame
 
@@ -372,10 +428,8 @@ def run_batch_videos(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from util.checkpoint import CheckpointError
-    from util.cli import run_cli
-    # PropagateError, FrameSourceError (video_io), a frame too small for the top-k read, ...
-    return run_cli(run, args, (ValueError, CheckpointError))
+    # CliError, PropagateError, FrameSourceError (video_io), a frame too small for the top-k read, ...
+    return cli.run_cli(run, args, (ValueError, "util.checkpoint:CheckpointError"))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from util.checkpoint import CheckpointError
+from util import cli
 
 
 class UsageError(ValueError):
@@ -31,17 +30,16 @@ def _parse_point(text: str) -> tuple[int, int]:
     try:
         x, y = (int(round(float(v))) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"point {text!r} is not of the form x,y (e.g. 120,64)") from None
+        raise argparse.ArgumentTypeError(f"{text}: not of the form x,y; give pixel points such as 120,64") from None
     return x, y
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src_image", required=True, help="source image (memory side)")
     p.add_argument("--tar_image", required=True, help="target image (query side)")
     p.add_argument("--model", default="saves/propagation_model.pth", help="propagation network weights")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: cuda when available, else cpu")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--points", nargs="+", type=_parse_point, metavar="X,Y",
                    help="headless mode: pixel points (x = column, y = row) on the source image")
     p.add_argument("--reverse", action="store_true", help="headless mode: the points are on the target image")
@@ -140,36 +138,40 @@ def run_gui(corr, src: np.ndarray, tar: np.ndarray) -> None:
     cv2.destroyAllWindows()
 
 
+def run(args: argparse.Namespace) -> int:
+    if (args.points is None) != (args.output is None):
+        raise cli.CliError("--points" if args.output is None else "--output", None,
+                           "--points and --output go together (headless mode)", "give both or neither")
+    cli.input_file("--src_image", args.src_image, "image")
+    cli.input_file("--tar_image", args.tar_image, "image")
+    if args.device is not None:   # (needs torch: only when a device is named)
+        cli.device("--device", args.device)
+    src = read_rgb(args.src_image, "--src_image")
+    tar = read_rgb(args.tar_image, "--tar_image")
+    # input checks before the (slow) model load
+    if args.points is not None:
+        check_points(args.points, tar if args.reverse else src, "target" if args.reverse else "source")
+        cli.output_dir("--output", args.output, {"--src_image": args.src_image, "--tar_image": args.tar_image})
+    else:
+        open_windows()
+
+    from model.factory import load_correspondence
+    from model.propagation.corr_network import Correspondence
+    from util.image_util import normalize_frames
+    device = cli.device("--device", args.device)
+    net = load_correspondence(args.model, device)
+    corr = Correspondence(net, normalize_frames(src, device), normalize_frames(tar, device))
+    if args.points is not None:
+        for path in run_headless(corr, src, tar, args.points, args.reverse, args.output):
+            print(path)
+    else:
+        run_gui(corr, src, tar)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if (args.points is None) != (args.output is None):
-            raise UsageError("--points and --output go together (headless mode); give both or neither")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available; use --device cpu")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        src = read_rgb(args.src_image, "--src_image")
-        tar = read_rgb(args.tar_image, "--tar_image")
-        # input checks before the (slow) model load
-        if args.points is not None:
-            check_points(args.points, tar if args.reverse else src, "target" if args.reverse else "source")
-        else:
-            open_windows()
-
-        from model.factory import load_correspondence
-        from model.propagation.corr_network import Correspondence
-        from util.image_util import normalize_frames
-        net = load_correspondence(args.model, device)
-        corr = Correspondence(net, normalize_frames(src, device), normalize_frames(tar, device))
-        if args.points is not None:
-            for path in run_headless(corr, src, tar, args.points, args.reverse, args.output):
-                print(path)
-        else:
-            run_gui(corr, src, tar)
-    except (UsageError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run_cli(run, args, (UsageError, "util.checkpoint:CheckpointError"))
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from dataset.layout import DatasetError, DatasetLayoutError, require_dir, sorted_listdir
+from dataset.layout import DatasetError, DatasetLayoutError, open_image, read_label_png, require_dir, sorted_listdir
 from dataset.reseed import reseed
 from util.image_util import normalize_frames
-from util.palette import load_mask_png
 
 FUSION_LAYOUT = "<fusion root>/<run>/<video>/<ref %05d>/<obj %05d>/<frame %05d>.png (written by generate_fusion.py)"
 FRAMES_LAYOUT = "<video>/%05d.jpg frame folders"
@@ -112,16 +111,16 @@ class FusionDataset(Dataset):
 
     def _image(self, path: Path, seed: int) -> torch.Tensor:
         reseed(seed)
-        u8 = np.array(self.im_dual_transform(Image.open(path).convert("RGB")))  # a writable copy for torch
+        u8 = np.array(self.im_dual_transform(open_image(path, "RGB")))  # a writable copy for torch
         return normalize_frames(u8)[0]
 
     @staticmethod
     def _gray(path: Path) -> Image.Image:
-        return Image.open(path).convert("L")
+        return open_image(path, "L")
 
     @staticmethod
     def _labels(path: Path) -> Image.Image:
-        return Image.fromarray(load_mask_png(path))
+        return Image.fromarray(read_label_png(path))
 
     @staticmethod
     def _prob(u8: np.ndarray) -> torch.Tensor:

@@ -31,6 +31,30 @@ def require_file(path: str | os.PathLike, what: str, layout: str) -> Path:
     return path
 
 
+def open_image(path: str | os.PathLike, mode: str):
+    """``PIL.Image.open(path).convert(mode)``, decoded now; an unreadable or corrupt file raises
+    :class:`DatasetError` naming it (a DataLoader worker's error would otherwise not say which file)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (OSError, ValueError, SyntaxError) as e:   # PIL raises SyntaxError for some broken headers
+        detail = " ".join(str(e).split())[:120]
+        raise DatasetError(f"{path}: cannot read the image ({type(e).__name__}: {detail}); replace or remove "
+                           "this file") from None
+
+
+def read_label_png(path: str | os.PathLike):
+    """:func:`util.palette.load_mask_png` with a corrupt file reported as :class:`DatasetError` naming it."""
+    from util.palette import load_mask_png
+    try:
+        return load_mask_png(path)
+    except (OSError, ValueError, SyntaxError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise DatasetError(f"{path}: cannot read the mask ({type(e).__name__}: {detail}); replace or remove "
+                           "this file") from None
+
+
 def sorted_listdir(path: str | os.PathLike) -> list[str]:
     """``os.listdir`` sorted, without hidden entries (so sampling does not depend on the filesystem's order)."""
     return sorted(n for n in os.listdir(path) if not n.startswith("."))

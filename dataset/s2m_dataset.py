@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from dataset.layout import DatasetLayoutError, require_dir
+from dataset.layout import DatasetLayoutError, open_image, require_dir
 from dataset.lvis import LVIS
 from dataset.mask_perturb import perturb_mask
 from dataset.range_transform import im_mean, im_normalization
@@ -91,8 +91,8 @@ class S2MStaticDataset(_S2MBase):
 
     def __getitem__(self, idx: int) -> dict:
         path = self.im_list[idx]
-        im = Image.open(path).convert("RGB")
-        gt = Image.open(path.with_suffix(".png")).convert("L")
+        im = open_image(path, "RGB")
+        gt = open_image(path.with_suffix(".png"), "L")
         seed = np.random.randint(2147483647)
         reseed(seed)
         im = self.im_lone_transform(self.im_dual_transform(im))
@@ -124,7 +124,7 @@ class LVISTransformDataset(_S2MBase):
     def __getitem__(self, idx: int) -> dict:
         ann_id = self.ann_list[idx]
         name, gt_mask = self.lvis.load_img_ann(ann_id)
-        im = Image.open(Path(self.root) / name).convert("RGB")
+        im = open_image(Path(self.root) / name, "RGB")
         gt = Image.fromarray(gt_mask * 255)
 
         from_zero = np.random.rand() < FROM_ZERO_PROBABILITY

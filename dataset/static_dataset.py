@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from dataset.layout import DatasetLayoutError, require_dir, sorted_listdir
+from dataset.layout import DatasetLayoutError, open_image, require_dir, sorted_listdir
 from dataset.range_transform import im_mean, im_normalization
 from dataset.reseed import reseed
 from dataset.tps import random_tps_warp
@@ -86,8 +85,8 @@ class StaticTransformDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         path = self.im_list[idx]
-        image = Image.open(path).convert("RGB")
-        mask = Image.open(path.with_suffix(".png")).convert("L")
+        image = open_image(path, "RGB")
+        mask = open_image(path.with_suffix(".png"), "L")
         sequence_seed = np.random.randint(2147483647)
         images, masks = [], []
         for _ in range(3):

@@ -400,7 +400,8 @@ def generate_davis(root: str | os.PathLike, num_sequences: int = 2, num_frames: 
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Generate a small synthetic DAVIS-layout dataset (deterministic).")
+    from util.cli import CliParser
+    p = CliParser(description="Generate a small synthetic DAVIS-layout dataset (deterministic).")
     p.add_argument("--out", help="dataset root to write (DAVIS layout); required unless --video")
     p.add_argument("--sequences", type=int, default=2, help="number of val sequences")
     p.add_argument("--train_sequences", type=int, default=0, help="number of extra train sequences")
@@ -414,12 +415,37 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+def _validate(args: argparse.Namespace) -> None:
+    """Every option checked (and the output location created) before anything is rendered."""
+    from util import cli
     if not args.out and not args.video:
-        parser.error("--out DIR is required (or --video PATH to write a single clip)")
-    try:
+        raise cli.CliError("--out", None, "required (the dataset root to write)", "or pass --video PATH for one clip")
+    if not args.video:
+        cli.positive_int("--sequences", args.sequences)
+    cli.non_negative_int("--train_sequences", args.train_sequences)
+    for n in args.frames:
+        cli.positive_int("--frames", n)
+    for n in args.objects:
+        cli.int_in_range("--objects", n, 1, 254, "a palette PNG holds objects 1..254")
+    for n in args.scribbles:
+        cli.positive_int("--scribbles", n)
+    for n in args.size:
+        cli.int_in_range("--size", n, 16, 8192, "give W H in pixels, e.g. --size 160 120")
+    if args.video:
+        if args.video.lower().endswith((".mp4", ".avi", ".mov")):
+            cli.output_file("--video", args.video)
+        else:
+            cli.output_dir("--video", args.video)
+    else:
+        cli.output_dir("--out", args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from util import cli
+    args = _build_parser().parse_args(argv)
+
+    def run(args: argparse.Namespace) -> int:
+        _validate(args)
         if args.video:
             clip = make_clip(args.frames[0], args.size[0], args.size[1], args.objects[0], seed=args.seed)
             if args.video.lower().endswith((".mp4", ".avi", ".mov")):
@@ -430,11 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         meta = generate_davis(args.out, args.sequences, args.frames, tuple(args.size), args.objects,
                               args.scribbles, args.seed, args.train_sequences)
-    except (SyntheticDataError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(meta)} sequences to {args.out} ({META_FILE})")
-    return 0
+        print(f"wrote {len(meta)} sequences to {args.out} ({META_FILE})")
+        return 0
+
+    return cli.run_cli(run, args, (SyntheticDataError, OSError))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from dataset.layout import DatasetLayoutError, require_dir, sorted_listdir
+from dataset.layout import DatasetLayoutError, open_image, require_dir, sorted_listdir
 from dataset.range_transform import im_mean, im_normalization
 from dataset.reseed import reseed
 
@@ -118,10 +117,10 @@ class VOSDataset(Dataset):
     def _load_frame(self, video: str, frame: str, sequence_seed: int) -> tuple[torch.Tensor, np.ndarray]:
         stem = Path(frame).stem
         reseed(sequence_seed)
-        image = Image.open(self.im_root / video / f"{stem}.jpg").convert("RGB")
+        image = open_image(self.im_root / video / f"{stem}.jpg", "RGB")
         image = self.all_im_lone_transform(self.all_im_dual_transform(image))
         reseed(sequence_seed)
-        gt = self.all_gt_dual_transform(Image.open(self.gt_root / video / f"{stem}.png").convert("P"))
+        gt = self.all_gt_dual_transform(open_image(self.gt_root / video / f"{stem}.png", "P"))
 
         pairwise_seed = np.random.randint(2147483647)
         reseed(pairwise_seed)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: the project's util/
+
 NEW_MIN_SIZE = 480
 
 
@@ -73,19 +75,23 @@ def resize_all(in_path: str | os.PathLike, out_path: str | os.PathLike, processe
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Resize YouTube-VOS so the shorter side is 480 px (images bicubic, "
-                                "annotations nearest).")
+    from util import cli
+    p = cli.CliParser(description="Resize YouTube-VOS so the shorter side is 480 px (images bicubic, "
+                      "annotations nearest).")
     p.add_argument("input", help="e.g. ../YouTube/train")
-    p.add_argument("output", help="e.g. ../YouTube/train_480p")
+    p.add_argument("output", help="e.g. ../YouTube/train_480p (not the input: the originals are kept)")
     p.add_argument("--processes", type=int, default=8)
     args = p.parse_args(argv)
-    try:
+
+    def run(args: argparse.Namespace) -> int:
+        cli.positive_int("--processes", args.processes)
+        cli.input_dir("input", args.input, "YouTube-VOS train folder", "pass the extracted train folder")
+        cli.output_dir("output", args.output, {"input": args.input})
         n = resize_all(args.input, args.output, args.processes)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"Resized {n} videos into {args.output}")
-    return 0
+        print(f"Resized {n} videos into {args.output}")
+        return 0
+
+    return cli.run_cli(run, args, (FileNotFoundError,))
 
 
 if __name__ == "__main__":

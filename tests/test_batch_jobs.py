@@ -215,7 +215,7 @@ def test_propagate_batch_list_file_and_its_errors(data, tmp_path, capsys):
     with pytest.raises(propagate.PropagateError, match="two videos are named 'synth-001'"):
         propagate.list_batch(listing)
     assert propagate.main(["--batch", str(listing), "--mask", str(mask), "--output", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.startswith("error: --mask: not with --batch")
+    assert capsys.readouterr().err.startswith(f"error: --mask {mask}: not with --batch")
 
 
 # ------------------------------------------------------------------------------------------ fusion data, YouTube

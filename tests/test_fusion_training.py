@@ -218,7 +218,7 @@ def test_missing_data_root_is_one_line(ws, tmp_path, capsys):
     import train
     args = train_args(ws, "-i", "1")
     args[args.index("--davis_root") + 1] = str(tmp_path / "nowhere")
-    assert train.main(args) == 1
+    assert train.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "nowhere/2017/trainval/JPEGImages/480p" in err and "expected" in err and "%05d.jpg" in err
@@ -228,7 +228,7 @@ def test_missing_fusion_data_is_one_line(ws, tmp_path, capsys):
     import train
     args = train_args(ws, "-i", "1")
     args[args.index("--fusion_root") + 1] = str(tmp_path / "no_fusion")
-    assert train.main(args) == 1
+    assert train.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_fusion" in err and "generate_fusion.py" in err
 
@@ -237,7 +237,7 @@ def test_missing_propagation_checkpoint_is_one_line(ws, tmp_path, capsys):
     import train
     args = train_args(ws, "-i", "1")
     args[args.index("--load_prop") + 1] = str(tmp_path / "missing.pth")
-    assert train.main(args) == 1
+    assert train.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.pth" in err and "propagation checkpoint not found" in err
 
@@ -246,6 +246,8 @@ def test_generate_fusion_missing_root_is_one_line(ws, tmp_path, capsys):
     import generate_fusion
     rc = generate_fusion.main(["--dataset", "DAVIS", "--davis_root", str(tmp_path / "none"), "--model", str(ws.prop),
                                "--separation", "2", "--mem_freq", "1", "--output", str(tmp_path / "out")])
-    assert rc == 1
+    assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "none/trainval/JPEGImages/480p" in err and "ImageSets" in err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: --davis_root {tmp_path / 'none'}: ")
+    assert "trainval/JPEGImages/480p" in err and "ImageSets" in err
+    assert not (tmp_path / "out").exists()

@@ -407,7 +407,7 @@ def test_cli_missing_weights_and_bad_video(clip, tmp_path):
     video = write_video(tmp_path / "clip.mp4", clip.frames)
     r = _run_cli("--video", str(video), "--prop_model", str(tmp_path / "nope.pth"), "--device", "cpu",
                  "--workspace", str(tmp_path / "ws"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]   # Qt may add warnings
     assert len(lines) == 1 and "python download_model.py" in lines[0] and "nope.pth" in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
@@ -417,11 +417,11 @@ def test_cli_missing_weights_and_bad_video(clip, tmp_path):
 def test_cli_bad_video_and_options(tmp_path, capsys, monkeypatch):
     import interactive_gui
     monkeypatch.chdir(tmp_path)                 # no example/example.mp4 here
-    assert interactive_gui.main(["--device", "cpu"]) == 1
+    assert interactive_gui.main(["--device", "cpu"]) == 2
     assert "run `python download_model.py`" in capsys.readouterr().err
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"garbage")
-    assert interactive_gui.main(["--video", str(bad), "--device", "cpu"]) == 1
+    assert interactive_gui.main(["--video", str(bad), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --video {bad}: OpenCV cannot decode this file; convert it to .mp4 (e.g. ffmpeg -i "
                    "in.mov out.mp4) or extract frames and pass --images FOLDER"]

@@ -250,4 +250,4 @@ def test_bad_data_root_is_one_line_error(tmp_path, capsys):
     import train_propagation
     rc = train_propagation.main(["--stage", "1", "--bl_root", str(tmp_path / "nowhere"), "--num_workers", "0"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "nowhere" in err
+    assert rc == 2 and err.count("\n") == 1 and "nowhere" in err

@@ -195,4 +195,4 @@ def test_bad_deeplab_checkpoint_is_one_line_error(ws, tmp_path, capsys):
     junk.write_bytes(b"not a checkpoint")
     rc = train_s2m.main(_args(ws, "-i", "1", "--load_deeplab", str(junk)))
     err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "junk.pth" in err
+    assert rc == 2 and err.count("\n") == 1 and "junk.pth" in err

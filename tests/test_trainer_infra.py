@@ -70,6 +70,7 @@ def test_sigterm_finishes_iteration_and_saves(tmp_path, capsys):
     trainer.sigterm_at = 2
     previous = signal.getsignal(signal.SIGTERM)
     assert trainer.fit(loader) == 3  # iteration 2 completes, then the loop stops
+    assert trainer.stop_signal == signal.SIGTERM   # the script exits 143, not 0
     assert signal.getsignal(signal.SIGTERM) is previous
     assert torch.load(tmp_path / "run" / "run_checkpoint.pth", weights_only=True)["it"] == 3
     assert "SIGTERM received" in capsys.readouterr().out

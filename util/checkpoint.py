@@ -16,6 +16,16 @@ import torch
 from torch import nn
 
 DOWNLOAD_HINT = "run `python download_model.py` to fetch the official weights into saves/"
+# the files download_model.py writes into saves/: only these may be deleted and fetched again
+OFFICIAL_NAMES = ("propagation_model.pth", "fusion.pth", "s2m.pth", "fbrs.pth")
+
+
+def _broken_file_hint(path: Path) -> str:
+    """What to do about an unreadable file: a broken download is deleted and fetched again; any other
+    file is the user's, so the hint never says to delete it."""
+    if path.name in OFFICIAL_NAMES and path.parent.name == "saves":
+        return f"delete it and {DOWNLOAD_HINT}"
+    return "check that the path names a .pth checkpoint (the official weights: `python download_model.py`)"
 
 
 class CheckpointError(RuntimeError):
@@ -60,7 +70,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         first = type(e).__name__ + (": " + text.splitlines()[0].split(". ")[0] if text else "")
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a .pth file: {first[:120]}); "
-            f"delete it and {DOWNLOAD_HINT}") from None
+            f"{_broken_file_hint(path)}") from None
     return strip_module_prefix(_unwrap(obj, path))
 
 

@@ -16,8 +16,9 @@ Additions (defaults = the original behaviour): ``--num_workers`` 8, ``--save_dir
 """
 from __future__ import annotations
 
-from argparse import ArgumentParser
 from typing import Any, Sequence
+
+from util.cli import CliParser as ArgumentParser
 
 FUSION_STAGE_DEFAULTS = {0: {"iterations": 30000, "steps": [20000]},
                          1: {"iterations": 10000, "steps": [7500]}}

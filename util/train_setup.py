@@ -1,7 +1,9 @@
-"""Run setup shared by the training scripts (rank-0 logger and checkpoint prefix, the DataLoader)."""
+"""Run setup shared by the training scripts (argument checks, rank-0 logger and checkpoint prefix, the
+DataLoader, the command-line tail)."""
 from __future__ import annotations
 
 import datetime
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -9,6 +11,7 @@ from typing import Callable, Sequence
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from util import cli
 from util.distributed import DistContext, make_worker_init_fn, reseed_numpy_for_rank
 from util.hyper_para import HyperParameters
 from util.logger import TensorboardLogger
@@ -51,14 +54,53 @@ def fit_and_close(trainer, loader: DataLoader, sampler: DistributedSampler, star
     return trainer
 
 
+# options that name a checkpoint to read, with what it is (absent options are skipped)
+CHECKPOINT_OPTIONS = {"load_network": "weights file", "load_model": "training checkpoint",
+                      "load_prop": "propagation checkpoint", "load_deeplab": "DeepLabV3+ checkpoint"}
+
+
+def validate_training_args(para: HyperParameters) -> None:
+    """Every check that needs no data or network, before any work: numbers, the checkpoints to read,
+    and the output folders (``--save_dir``, ``--log_dir``), which are created now so a bad location
+    fails in a second instead of at the first save hours later."""
+    for key in ("iterations", "batch_size", "report_interval", "image_interval", "save_interval", "crop_size"):
+        if key in para:
+            cli.positive_int(f"--{key}", para[key])
+    if "num_workers" in para:
+        cli.non_negative_int("--num_workers", para["num_workers"])
+    for key in ("lr", "gamma"):
+        if key in para:
+            cli.positive_float(f"--{key}", para[key])
+    for step in para.get("steps") or []:
+        cli.non_negative_int("--steps", step)
+    for key, what in CHECKPOINT_OPTIONS.items():
+        if para.get(key):
+            cli.input_file(f"--{key}", para[key], what,
+                           "check the path (download_model.py fetches the released weights)")
+    if str(para.get("id", "NULL")).lower() != "null":
+        cli.output_dir("--save_dir", para["save_dir"])
+        cli.output_dir("--log_dir", para["log_dir"])
+
+
 def script_main(prog: str, parse: Callable[[Sequence[str] | None], HyperParameters],
                 run: Callable[[HyperParameters], object], errors: tuple[type[BaseException], ...],
                 argv: Sequence[str] | None = None) -> int:
-    """CLI wrapper of a training script: expected failures become one ``prog: error: …`` line, exit 1."""
+    """CLI wrapper of a training script (``prog`` names it in messages).
+
+    Bad options or data → one ``error: …`` line, exit 2; Ctrl-C / SIGTERM → the trainer saves a checkpoint
+    and the process exits 130 / 143 (not 0), so ``train.py ... && next stage`` does not go on."""
+    def run_checked(para: HyperParameters) -> int:
+        validate_training_args(para)
+        trainer = run(para)
+        stop = getattr(trainer, "stop_signal", None)
+        if stop is not None:
+            it = getattr(trainer, "iteration", None)
+            print(f"{prog}: interrupted by {signal.Signals(stop).name}"
+                  + (f" at iteration {it} (checkpoint saved; resume with --load_model)" if it is not None else ""),
+                  file=sys.stderr)
+            return 128 + int(stop)
+        return 0
+
     para = parse(argv)
-    try:
-        run(para)
-    except errors as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    # ValueError: e.g. a loader without a single batch (--batch_size larger than the data)
+    return cli.run_cli(run_checked, para, (*errors, ValueError))

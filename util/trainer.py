@@ -14,8 +14,9 @@ for one batch) and optionally :meth:`Trainer.log_images`. The base class provide
   ``<prefix>_<it>.pth`` = the plain network state dict (no ``module.`` prefix) and
   ``<prefix>_checkpoint.pth`` = ``{it, network, optimizer, scheduler}``, overwritten each time.
   ``it`` is the number of optimizer steps taken, so resuming from it continues exactly there;
-- Ctrl-C / SIGTERM: the current iteration is finished, all ranks agree to stop, rank 0 saves and
-  the process exits normally. A second Ctrl-C aborts at once (without saving).
+- Ctrl-C / SIGTERM: the current iteration is finished, all ranks agree to stop, rank 0 saves, and
+  ``stop_signal`` records the signal so the script exits with 128 + its number (130 / 143), not 0: a
+  chain ``train.py ... && next stage`` stops. A second Ctrl-C aborts at once (without saving).
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ class Trainer:
         self.loss_history: list[float] = []  # this rank's total_loss per iteration (for tests/diagnostics)
         self._stop_requested = False
         self._sigint_count = 0
+        self._stop_signal: int | None = None
         self._in_step = False
 
     # ----------------------------------------------------------------- to implement in subclasses
@@ -163,6 +165,8 @@ class Trainer:
             self._sigint_count += 1
             if self._sigint_count > 1:
                 raise KeyboardInterrupt
+        if self._stop_signal is None:
+            self._stop_signal = int(signum)
         if not self._stop_requested and self.ctx.is_main:
             print(f"\n{signal.Signals(signum).name} received by {os.getpid()}: stopping after this iteration and saving "
                   "(press Ctrl-C again to abort).", flush=True)
@@ -245,6 +249,8 @@ class Trainer:
                         break
                     if any_rank_true(self._stop_requested):
                         stopping = self._stop_requested = True  # every rank stops at the same iteration
+                        if self._stop_signal is None:   # another rank was signalled: stopped from outside
+                            self._stop_signal = int(signal.SIGTERM)
                         break
                 if stopping:
                     break
@@ -268,3 +274,8 @@ class Trainer:
             if self.logger is not None:
                 self.logger.flush()
         return it
+
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal (SIGINT / SIGTERM) that stopped training early on this process, else ``None``."""
+        return self._stop_signal

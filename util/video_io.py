@@ -3,7 +3,9 @@
 A frame source is what :class:`inference_core.InferenceCore` and the GUI read frames from:
 ``len(src)`` frames, ``src[t]`` → ``H×W×3`` uint8 RGB at the working resolution (shorter side
 resized to ``resolution`` with ``new = w*res//min(w,h)``, bicubic; ``resolution <= 0`` keeps the
-original size). Decoded frames live in a bounded LRU cache, so a long video never has to fit in
+original size). The longer side is bounded to ``MAX_ASPECT × resolution``: a very elongated frame
+(e.g. 10000×10) is scaled so its longer side fits, instead of growing to 480000×480 and exhausting
+memory; if that leaves the shorter side below ``MIN_SIDE`` pixels the source is refused. Decoded frames live in a bounded LRU cache, so a long video never has to fit in
 RAM. ``src.read_original(t)`` gives the frame at the video's own resolution (for export).
 
 Bad input raises :class:`FrameSourceError` with a one-line message naming the file and the fix.
@@ -22,6 +24,10 @@ from PIL import Image
 
 DEFAULT_CACHE_FRAMES = 64
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# the working frame's longer side is at most MAX_ASPECT × resolution (4:1 panoramas keep the shorter side)
+MAX_ASPECT = 4
+# below this the networks' stride-16 features have no room for an object
+MIN_SIDE = 16
 
 
 class FrameSourceError(ValueError):
@@ -29,11 +35,25 @@ class FrameSourceError(ValueError):
 
 
 def working_size(w: int, h: int, resolution: int) -> tuple[int, int]:
-    """``(new_w, new_h)`` with the shorter side = ``resolution`` (integer floor, as the original)."""
+    """``(new_w, new_h)`` with the shorter side = ``resolution`` (integer floor, as the original), unless
+    the longer side would exceed ``MAX_ASPECT × resolution``: then the longer side is that bound and the
+    shorter side follows the aspect ratio (at least 1 pixel)."""
     if resolution is None or resolution <= 0:
         return w, h
-    s = min(w, h)
-    return w * resolution // s, h * resolution // s
+    s, long_side = min(w, h), max(w, h)
+    if long_side * resolution // s <= MAX_ASPECT * resolution:
+        return w * resolution // s, h * resolution // s
+    bound = MAX_ASPECT * resolution
+    return max(1, w * bound // long_side), max(1, h * bound // long_side)
+
+
+def check_working_size(flag: str, path, original: tuple[int, int], size: tuple[int, int], resolution: int) -> None:
+    """Refuse a working size whose shorter side is below ``MIN_SIDE`` (an extremely elongated frame)."""
+    if min(size) < MIN_SIDE:
+        raise FrameSourceError(
+            f"{flag} {path}: frames are {original[0]}x{original[1]}; at --resolution {resolution} (longer side "
+            f"bounded to {MAX_ASPECT}x that) they would be processed at {size[0]}x{size[1]}, too small to "
+            f"segment; crop the frames to a less elongated shape or pass --resolution -1")
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -50,6 +70,7 @@ class FrameSource:
     original_size: tuple[int, int]   # (w, h) of the stored frames
     size: tuple[int, int]            # (w, h) at the working resolution
     fps: float = 25.0
+    notice: str | None = None        # one line worth telling the user (e.g. a truncated video)
 
     def __init__(self, resolution: int, cache_frames: int):
         self.resolution = resolution
@@ -159,6 +180,7 @@ class ImageFolderSource(FrameSource):
                                    f"{s1[0]}x{s1[1]}, {f2.name} is {s2[0]}x{s2[1]}); resize them to one size")
         self.original_size = next(iter(sizes))
         self.size = working_size(*self.original_size, resolution)
+        check_working_size("--images", folder, self.original_size, self.size, resolution)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -170,11 +192,15 @@ class ImageFolderSource(FrameSource):
 
 class VideoFileSource(FrameSource):
     """A video file read with OpenCV; frames are decoded sequentially and seeks used only when
-    the requested frame is not the next one."""
+    the requested frame is not the next one.
+
+    ``claimed_frames`` is the container's frame count; when fewer frames decode (a truncated file),
+    ``len()`` is the decodable count and ``notice`` says so in one line (``None`` otherwise)."""
 
     def __init__(self, path: str | os.PathLike, resolution: int = 480, cache_frames: int = DEFAULT_CACHE_FRAMES):
         super().__init__(resolution, cache_frames)
         self.path = Path(path)
+        self.notice: str | None = None
         if not self.path.is_file():
             raise FrameSourceError(f"--video {path}: file not found; pass an existing video or --images FOLDER")
         self._cap = cv2.VideoCapture(str(self.path))
@@ -186,28 +212,37 @@ class VideoFileSource(FrameSource):
         self._next = 1
         self.original_size = (first.shape[1], first.shape[0])
         self.size = working_size(*self.original_size, resolution)
+        check_working_size("--video", path, self.original_size, self.size, resolution)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else 25.0
-        self._len = self._count_frames(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.claimed_frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self._len = self._count_frames(self.claimed_frames)
+        if 0 < self._len < self.claimed_frames:
+            self.notice = (f"--video {path}: the file claims {self.claimed_frames} frames but only "
+                           f"{self._len} decode (truncated?); processing those {self._len} frames")
 
     def _count_frames(self, reported: int) -> int:
         # the container's count can be off; trust it only if its last frame can be decoded
         if reported > 0:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, reported - 1)
-            ok, _ = self._cap.read()
-            ok_after, _ = self._cap.read()
-            if ok and not ok_after:
-                self._rewind()
-                return reported
+            self._rewind()
+            if reported == 1 or self._cap.set(cv2.CAP_PROP_POS_FRAMES, reported - 1):
+                ok, _ = self._cap.read()
+                ok_after, _ = self._cap.read()
+                if ok and not ok_after:
+                    self._rewind()
+                    return reported
         self._rewind()
         n = 0
         while self._cap.grab():
             n += 1
         self._rewind()
-        return n
+        return max(n, 1)   # frame 0 decoded in __init__
 
     def _rewind(self) -> None:
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        # reopening is the only reliable way back to frame 0: after the end of a stream (e.g. a 1-frame
+        # video) a seek to 0 is accepted but the next read fails
+        self._cap.release()
+        self._cap = cv2.VideoCapture(str(self.path))
         self._next = 0
 
     def __len__(self) -> int:
@@ -215,7 +250,10 @@ class VideoFileSource(FrameSource):
 
     def _decode(self, t: int) -> np.ndarray:
         if t != self._next:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, t)
+            if t == 0:
+                self._rewind()
+            else:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, t)
         ok, frame = self._cap.read()
         if not ok or frame is None:
             # a failed seek: decode from the start (slow but exact)
