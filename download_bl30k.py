@@ -1,5 +1,5 @@
 """Download BL30K (six tar segments of ≈115 GB, ~700 GB in all) and merge them into
-``<root>/BL30K/{JPEGImages,Annotations}`` (spec §3, §6.3).
+``<root>/BL30K/{JPEGImages,Annotations}``.
 
     python download_bl30k.py --yes                      # all six segments (~1 TB free disk needed)
     python download_bl30k.py --only a b c --yes         # half of the data is about enough (author's note)
@@ -27,7 +27,7 @@ The six segments take ~700 GB; downloading and extracting needs ~1 TB of free di
 
 SEGMENT_BYTES = 117 * 10**9  # ≈115 GB (700 GB / 6); only used for the free-space check
 
-# Spec §6.3 (URLs verbatim), MD5s from spec §3.
+# The original's download links (verbatim) and the archives' MD5 sums.
 SOURCES: dict[str, Source] = {
     "a": Source("https://drive.google.com/uc?id=1z9V5zxLOJLNt1Uj7RFqaP2FZWKzyXvVc", "BL30K_a.tar",
                 "35312550b9a75467b60e3b2be2ceac81", SEGMENT_BYTES),

@@ -1,5 +1,5 @@
 """Download the training/evaluation datasets (static image sets, DAVIS 2016/2017, YouTube-VOS) into
-the folder layout the trainers and evaluators expect (spec §3, §6.2), by default next to the repo:
+the folder layout the trainers and evaluators expect, by default next to the repo:
 
     ../static/{fss,DUTS-TR,DUTS-TE,ecssd,BIG_small,HRSOD_small}
     ../DAVIS/2016, ../DAVIS/2017/{trainval,test-dev}
@@ -34,7 +34,7 @@ agree to use them according to those licences (most are for non-commercial resea
   BL30K       https://github.com/hkchengrex/MiVOS
 """
 
-# Spec §6.2 (URLs verbatim).
+# The original's download links (verbatim).
 SOURCES: dict[str, Source] = {
     "static": Source("https://drive.google.com/uc?id=1wUJq3HcLdN-z1t4CsUhjeZ9BVDb9YKLd", "static_data.zip"),
     "davis2016": Source("https://drive.google.com/uc?id=198aRlh5CpAoFz0hfRgYbiNenn_K8DxWD", "DAVIS-data.zip"),
@@ -54,7 +54,7 @@ RESIZE_PART = "youtube_480p"
 
 
 def build_parts(sources: dict[str, Source]) -> list[ArchivePart]:
-    """The archives and where each one goes (spec §6.2: the DAVIS zips hold a ``DAVIS`` folder that is
+    """The archives and where each one goes (the DAVIS zips hold a ``DAVIS`` folder that is
     renamed to ``2016`` / ``trainval`` (trainval + scribbles merged) / ``test-dev``)."""
     s = sources
     return [

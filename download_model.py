@@ -21,7 +21,7 @@ from util.download import (RESUME_HINT, MIRRORS_MODELS, DownloadError, Source, d
 
 ROOT = Path(__file__).resolve().parent
 
-# Spec §6.1 (URLs verbatim); short name -> source (filename = the name in saves/).
+# The original's download links (verbatim); short name -> source (filename = the name in saves/).
 MODELS: dict[str, Source] = {
     "propagation": Source("https://drive.google.com/uc?id=19dfbVDndFkboGLHESi8DGtuxF1B21Nm8", "propagation_model.pth"),
     "fusion": Source("https://drive.google.com/uc?id=1Lc1lI5-ix4WsCRdipACXgvS3G-o0lMoz", "fusion.pth"),

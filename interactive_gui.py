@@ -3,7 +3,7 @@
     python interactive_gui.py --video example/example.mp4
     python interactive_gui.py --images path/to/frames --num_objects 2 --workspace workspace/mine
 
-Every option of the original plus ``--device auto|cpu|cuda`` and ``--workspace DIR``
+Every option of the original plus ``--device auto|cpu|cuda|cuda:N`` and ``--workspace DIR``
 (``python interactive_gui.py -h``). Bad input (a missing weights file, frame folder or video, a bad
 number, an unwritable workspace) is reported in one line before the window opens; an unreadable video
 or an empty or mixed-size image folder also in a dialog when a display is available. The program then

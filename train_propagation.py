@@ -1,4 +1,4 @@
-"""Train the propagation module (Mask-Propagation ``train.py``, spec §8): stage 0 → 1 → 2 (s012) or 0 → 2 (s02)::
+"""Train the propagation module (Mask-Propagation ``train.py``): stage 0 → 1 → 2 (s012) or 0 → 2 (s02)::
 
     torchrun --nproc_per_node=2 train_propagation.py --stage 0 --id retrain_s0
     torchrun --nproc_per_node=2 train_propagation.py --stage 1 --id retrain_s01 \

@@ -1,4 +1,4 @@
-"""Train the scribble-to-mask (S2M) module (Scribble-to-Mask ``train.py``, spec §9)::
+"""Train the scribble-to-mask (S2M) module (Scribble-to-Mask ``train.py``)::
 
     torchrun --nproc_per_node=2 train_s2m.py --id s2m --load_deeplab <best_deeplabv3plus_resnet50_voc_os16.pth>
 

@@ -1,4 +1,4 @@
-"""Mask overlays of the GUI and the export (numpy only): modes ``davis``, ``fade``, ``light`` (spec §5.10)."""
+"""Mask overlays of the GUI and the export (numpy only): modes ``davis``, ``fade``, ``light``, as the original GUI defines them."""
 from __future__ import annotations
 
 import cv2

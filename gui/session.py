@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=480,
                    help="shorter side to work at; -1 keeps the original size. Exports are always at the "
                         "original size")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the networks run")
+    p.add_argument("--device", default="auto", help="where the networks run: auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workspace", help="folder for autosaved masks and the session (default "
                    "workspace/<video name>)")
     p.add_argument("--cache_frames", type=int, default=DEFAULT_CACHE_FRAMES,

@@ -1,4 +1,4 @@
-"""Resize YouTube-VOS training videos so the shorter side is 480 px (spec §3: images bicubic,
+"""Resize YouTube-VOS training videos so the shorter side is 480 px, as the original's script does (images bicubic,
 annotations nearest, 8 processes) — ``YouTube/train`` → ``YouTube/train_480p``.
 
     python scripts/resize_youtube.py ../YouTube/train ../YouTube/train_480p

@@ -1,7 +1,7 @@
 """Runtime compatibility for ``davisinteractive==1.0.4`` on numpy 2 / networkx 3 / pandas ≥2 / scikit-image ≥0.19.
 
 Import this module before anything from ``davisinteractive`` (importing it applies the shim). The package itself is
-used unmodified; each of the six patches below (spec ``davisinteractive.md`` §2) is guarded and is a no-op where the
+used unmodified; each of the six patches below (listed in docs/ORIGINAL.md) is guarded and is a no-op where the
 installed stack does not need it:
 
 1. ``np.int`` / ``np.float`` / ``np.bool`` aliases (numpy ≥1.24 removed them; the package uses them everywhere).
@@ -49,19 +49,19 @@ class DavisDataMissingError(FileNotFoundError):
 # ---------------------------------------------------------------------------------------------------------------
 def _patch_numpy() -> dict[str, bool]:
     done = {}
-    # item 1: set each alias only when missing (numpy 2 has np.bool again, keep numpy's own)
+    # patch 1 (numpy aliases): set each alias only when missing (numpy 2 has np.bool again, keep numpy's own)
     added = False
     for name, typ in (("int", int), ("float", float), ("bool", bool)):
         if name not in np.__dict__:
             setattr(np, name, typ)
             added = True
     done["numpy_aliases"] = added
-    # item 2
+    # patch 2: np.trapz
     done["trapz"] = False
     if not hasattr(np, "trapz") and hasattr(np, "trapezoid"):
         np.trapz = np.trapezoid
         done["trapz"] = True
-    # item 3: the value numpy 1.x exported (NPY_ARRAY_OWNDATA)
+    # patch 3 (np.NPY_OWNDATA): the value numpy 1.x exported (NPY_ARRAY_OWNDATA)
     done["npy_owndata"] = False
     if not hasattr(np, "NPY_OWNDATA"):
         np.NPY_OWNDATA = 4
@@ -78,7 +78,7 @@ def _patch_networkx() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# item 5: typed report for summarize_report
+# patch 5: typed report for summarize_report
 # ---------------------------------------------------------------------------------------------------------------
 _FLOAT_COLUMNS = ("jaccard", "contour", "j_and_f", "timing")
 _INT_COLUMNS = ("scribble_idx", "interaction", "object_id", "frame")
@@ -111,7 +111,7 @@ def _patch_summarize_report() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# item 6: deterministic medial_axis tie-break in the robot
+# patch 6: deterministic medial_axis tie-break in the robot
 # ---------------------------------------------------------------------------------------------------------------
 class _LegacyTieBreakGenerator(np.random.Generator):
     """A Generator whose ``permutation`` is ``RandomState(0).permutation``: the tie-break of scikit-image < 0.19.

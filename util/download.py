@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Sequence
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "FasterMiVOS-downloader/1.0"
 
-# Spec §6.4: where to fetch things by hand when the scripted links are dead.
+# Where to fetch things by hand when the scripted links are dead (the original READMEs' mirrors).
 MIRRORS_MODELS = ("Google Drive / OneDrive mirror of the MiVOS and S2M weights: "
                   "https://hkustconnect-my.sharepoint.com/:f:/g/personal/hkchengad_connect_ust_hk/"
                   "EjHifAlvYUFPlEG2qBr-GGQBb1XyzxUvizJiQKBf8te2Cw?e=a6mxKz ; propagation model (s012): "

@@ -92,7 +92,7 @@ def parse_fusion_args(argv: Sequence[str] | None = None) -> HyperParameters:
 
 
 # ------------------------------------------------------------------------------------ propagation
-# Mask-Propagation stages (spec §8.1): 0 static images (single object), 1 BL30K, 2 DAVIS ×5 + YouTube-VOS
+# Mask-Propagation's training stages: 0 static images (single object), 1 BL30K, 2 DAVIS ×5 + YouTube-VOS
 PROPAGATION_STAGE_DEFAULTS = {0: {"batch_size": 7, "iterations": 300000, "steps": [250000]},
                               1: {"batch_size": 4, "iterations": 500000, "steps": [450000]},
                               2: {"batch_size": 4, "iterations": 150000, "steps": [125000]}}

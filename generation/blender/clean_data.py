@@ -1,4 +1,4 @@
-"""Collect finished BL30K renders (spec §7.3).
+"""Collect finished BL30K renders.
 
 A render folder is complete when its ``segmentation`` folder holds 160 files. Complete renders not yet
 in ``output`` are moved there and their YAML (``<yaml_root>/yaml_<first 3 chars of name>/<name>.yaml``)

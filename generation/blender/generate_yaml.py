@@ -1,4 +1,4 @@
-"""BL30K scene configurations for the BlenderProc-based renderer (spec §7.1).
+"""BL30K scene configurations for the BlenderProc-based renderer.
 
 Each YAML describes one 160-frame video: a camera, 3–5 ShapeNet objects and 1–3 point lights that
 move along smooth degree-4 polynomial trajectories, a skybox, and the RGB + instance-segmentation
@@ -28,7 +28,7 @@ import numpy.polynomial.polynomial as npoly
 import yaml
 from scipy import optimize
 
-# ---------------------------------------------------------------- hyper-parameters (spec §7.1)
+# ---------------------------------------------------------------- hyper-parameters of the original BL30K generator
 N_FRAMES = 160
 RES_X = 256 * 3  # 768
 RES_Y = 256 * 2  # 512

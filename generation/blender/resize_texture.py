@@ -1,4 +1,4 @@
-"""Resize scraped texture/skybox images for rendering (spec §7.3): for every class sub-folder of
+"""Resize scraped texture/skybox images for rendering, as the original BL30K pipeline does: for every class sub-folder of
 ``input`` (one process per folder), scale so the shorter side is 512 (``INTER_AREA``) and keep the
 top-left 512×512 crop. Unreadable files are skipped.
 

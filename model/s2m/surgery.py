@@ -1,5 +1,5 @@
-"""Start S2M training from a DeepLabV3+ ResNet-50 segmentation checkpoint (VainF's DeepLabV3Plus-Pytorch, spec
-§9.1): the RGB stem gains three input channels (previous mask, positive and negative scribbles) and the
+"""Start S2M training from a DeepLabV3+ ResNet-50 segmentation checkpoint (VainF's DeepLabV3Plus-Pytorch, as the
+original S2M training does): the RGB stem gains three input channels (previous mask, positive and negative scribbles) and the
 classifier becomes a single-logit head. Pure tensor surgery; reading the file is the caller's job."""
 from __future__ import annotations
 
