@@ -203,6 +203,8 @@ def validate_batch_args(args: argparse.Namespace) -> None:
                    "download it with python download_model.py or pass --model PATH")
     if args.device is not None:
         cli.device("--device", args.device)
+    if not Path(args.batch).expanduser().exists():   # before --output is created
+        raise cli.CliError("--batch", args.batch, "not found", "give a folder of videos or a list file")
     cli.output_dir("--output", args.output, {"--batch": args.batch})
 
 
