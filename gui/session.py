@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem_profile", type=int, default=0,
                    help="0 - fastest, most GPU memory; 1; 2; 3 - slowest, least GPU memory. Default: 0")
     p.add_argument("--masks", help="optional folder of masks (palette PNGs); only sets --num_objects")
-    p.add_argument("--no_amp", action="store_true", help="turn off reduced precision (fp16 autocast on CUDA, bf16 propagation on CPUs with native bf16)")
+    p.add_argument("--no_amp", action="store_true", help="float32 everywhere (no fp16 autocast on CUDA, no reduced-precision propagation)")
+    p.add_argument("--precision", default=None,
+                   help="propagation precision: float32 (exact), bfloat16 (fast on CPUs with AVX-512-BF16/AMX), "
+                        "float16 (CUDA) or auto (the fast one for the device); default: float16 on CUDA, float32 on CPU")
     p.add_argument("--resolution", type=int, default=480,
                    help="shorter side to work at; -1 keeps the original size. Exports are always at the "
                         "original size")
@@ -61,13 +64,20 @@ def resolve_device(name: str) -> torch.device:
 
 def precision_text(device: torch.device, propagation: str, amp: bool) -> str:
     """The line that tells the user where the networks run and in which precision."""
-    from util.precision import cpu_bf16_flags
-    why = ""
-    if device.type == "cpu":
-        why = " (native bf16 CPU)" if propagation == "bfloat16" else (
-            " (--no_amp)" if cpu_bf16_flags() else " (this CPU has no native bf16)")
+    from util.precision import describe_compute
     clicks = "float16 autocast" if amp else "float32"
-    return f"device {device}: propagation {propagation}{why}, clicks/scribbles {clicks}"
+    return f"device {device}: propagation {describe_compute(device, propagation).split(', ', 1)[1]}, " \
+           f"clicks/scribbles {clicks}"
+
+
+def resolve_propagation_precision(args: argparse.Namespace, device: torch.device) -> str:
+    """``--precision`` / ``--no_amp`` → the propagation precision (util.precision decides the default)."""
+    from util.precision import default_precision, resolve_device_precision
+    requested = args.precision if getattr(args, "precision", None) else default_precision(device)
+    try:
+        return resolve_device_precision(device, requested, no_amp=args.no_amp)[1]
+    except ValueError as e:
+        raise SessionError(f"--precision {args.precision}: {e}") from None
 
 
 def _spill_dir(workspace: Workspace) -> Path | None:
@@ -138,6 +148,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     """Everything from parsed ``args`` to a controller. ``networks`` / ``fbrs_controller`` may be
     given to reuse already loaded ones (tests)."""
     device = resolve_device(args.device)
+    precision = resolve_propagation_precision(args, device)   # checked before any frame is decoded
     if args.num_objects is not None and args.num_objects < 1:
         raise SessionError(f"--num_objects {args.num_objects}: must be at least 1")
     if args.mem_freq < 1:
@@ -159,14 +170,13 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
 
     from inference_core import InferenceCore
     from inference_core.interaction.s2m_controller import S2MController
-    from util.precision import default_precision
     amp = not args.no_amp and device.type == "cuda"
     # the original runs everything under fp16 autocast on CUDA unless --no_amp; elsewhere the propagation
     # precision is the measured default of util.precision (float32 unless a faster one is proven as good)
     workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))
     core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
                          mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device,
-                         precision="float32" if args.no_amp else default_precision(device),
+                         precision=precision,
                          # probabilities beyond a RAM budget go to the workspace (bit-exact), so long
                          # clips fit in memory; the file is anonymous and vanishes with the process
                          prob_spill_dir=_spill_dir(workspace))
