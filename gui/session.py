@@ -129,7 +129,9 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
-            fbrs_controller = FBRSController(networks.fbrs, device)
+            # f-BRS: exact under --no_amp, else the BN-folded fast path (float32, not bitwise the original)
+            fbrs_controller = FBRSController(networks.fbrs, device,
+                                             precision="float32" if args.no_amp else fast_precision(device))
         except ImportError:
             fbrs_controller = None
     workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))

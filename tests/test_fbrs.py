@@ -1,6 +1,8 @@
 """f-BRS: network, distance maps, transforms, predictor and controller against the original's fixtures."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -76,13 +78,9 @@ def test_distance_maps_seeds_outside_image():
 def test_network_matches_original(fbrs_net, load_fixture, folded):
     z = load_fixture("fbrs")
     image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
-    fbrs_net.use_folded_inference = folded
-    try:
-        with torch.no_grad():
-            coord = fbrs_net.dist_maps(image, points)
-            logits = fbrs_net(image, points)["instances"]
-    finally:
-        fbrs_net.use_folded_inference = True
+    with torch.no_grad():
+        coord = fbrs_net.dist_maps(image, points)
+        logits = fbrs_net(image, points, folded=folded)["instances"]
     assert np.abs(coord.numpy() - z["net_coord_features"]).max() <= 1e-6
     assert logits.shape == (1, 1, 240, 320)
     assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
@@ -94,9 +92,9 @@ def test_folded_copy_follows_weight_changes(fbrs_state, load_fixture):
     image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
     net = build_fbrs_model().eval()
     with torch.no_grad():
-        net(image[..., :64, :64], points)  # folds the random initial weights
+        net(image[..., :64, :64], points, folded=True)  # folds the random initial weights
         net.load_state_dict(fbrs_state)
-        logits = net(image, points)["instances"]
+        logits = net(image, points, folded=True)["instances"]
     assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
 
 
@@ -226,3 +224,18 @@ def test_controller_undo_restores_previous_click(controller_run, load_fixture):
         last = ctrl.undo()
     assert last is None and ctrl.probs is None
     assert ctrl.undo() is None  # nothing left: harmless
+
+
+def test_fast_controller_stays_close_to_original(fbrs_net, load_fixture):
+    """The fast path (BN-folded features) is not bitwise, but its masks stay those of the original."""
+    z = load_fixture("fbrs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "bf16 is emulated here": f-BRS never computes in bf16
+        ctrl = FBRSController(fbrs_net, device="cpu", precision="bfloat16")
+    assert ctrl.predictor is None and ctrl.precision == "bfloat16"
+    image = torch.from_numpy(z["image_norm"])
+    for click, (x, y, positive) in enumerate(z["ctrl_clicks_xy_ispos"]):
+        mine = ctrl.interact(image, float(x), float(y), bool(positive)).numpy() > 0.5
+        assert ctrl.predictor.folded_features
+        ref = z["ctrl_masks"][click].astype(bool)
+        assert (mine & ref).sum() / (mine | ref).sum() >= 0.98, f"click {click + 1}"
