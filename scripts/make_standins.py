@@ -18,7 +18,7 @@ This script makes a propagation checkpoint that actually follows objects, reprod
 
 Usage::
 
-    python scripts/make_standins.py                 # ~1 h on 2 cores; ~/.cache/fastermivos/standins/
+    python scripts/make_standins.py --minutes 40    # ~/.cache/fastermivos/standins/
     python scripts/make_standins.py --tiny --out /tmp/standins   # a few iterations (CI smoke run)
 
 Fusion stand-ins are not made yet (see ``standins.json``: ``"fusion": null``).
@@ -213,7 +213,7 @@ def run(settings: dict, out: Path, log=print) -> dict:
     from util.precision import cpu_bf16_flags
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix="standin-clips-") as tmp:
         data_root = Path(tmp) / "clips"
         write_training_clips(data_root, settings)
         log(f"{settings['train_clips']} training clips written ({time.time() - t0:.0f} s)")
