@@ -105,8 +105,6 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         via = {key: "float32, original compute path" for key in via}
         core_kw = {"channels_last": False}
         prop_net = OriginalPath(nets["prop"])
-        if hasattr(nets["fbrs"], "use_folded_inference"):
-            nets["fbrs"].use_folded_inference = False
 
     keys = agreement_keys(len(clicks))
     runs, first_masks, run_agreement, fbrs_fp32 = [], None, {key: 1.0 for key in keys}, False

@@ -184,7 +184,9 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
-            fbrs_controller = FBRSController(networks.fbrs, device)
+            # f-BRS: exact under --no_amp, else the BN-folded fast path (float32, not bitwise the original)
+            fbrs_controller = FBRSController(networks.fbrs, device,
+                                             precision=precision)
         except ImportError:
             fbrs_controller = None
     s2m_net = networks.s2m

@@ -4,6 +4,8 @@ Equivalence with the original (formula weights and the original code's outputs) 
 loading, weight-folding, distance-map edge cases and the controller's undo run on seeded weights."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -86,13 +88,9 @@ def test_distance_maps_seeds_outside_image():
 def test_network_matches_original(fbrs_net, load_fixture, folded):
     z = load_fixture("fbrs")
     image, points = torch.from_numpy(z["image_norm"]), torch.from_numpy(z["net_points"])
-    fbrs_net.use_folded_inference = folded
-    try:
-        with torch.no_grad():
-            coord = fbrs_net.dist_maps(image, points)
-            logits = fbrs_net(image, points)["instances"]
-    finally:
-        fbrs_net.use_folded_inference = True
+    with torch.no_grad():
+        coord = fbrs_net.dist_maps(image, points)
+        logits = fbrs_net(image, points, folded=folded)["instances"]
     assert np.abs(coord.numpy() - z["net_coord_features"]).max() <= 1e-6
     assert logits.shape == (1, 1, 240, 320)
     assert np.abs(logits.numpy() - z["net_instances_logits"]).max() <= 1e-4
@@ -106,14 +104,10 @@ def test_folded_copy_follows_weight_changes(seeded_fbrs):
     points = torch.tensor([[[20.0, 30.0], [-1.0, -1.0], [40.0, 70.0], [-1.0, -1.0]]])
     net = build_fbrs_model().eval()
     with torch.no_grad():
-        before = net(image, points)["instances"]  # folds the random initial weights
+        before = net(image, points, folded=True)["instances"]  # folds the random initial weights
         net.load_state_dict(seeded_fbrs.state_dict())
-        folded = net(image, points)["instances"]
-        seeded_fbrs.use_folded_inference = False
-        try:
-            plain = seeded_fbrs(image, points)["instances"]
-        finally:
-            seeded_fbrs.use_folded_inference = True
+        folded = net(image, points, folded=True)["instances"]
+        plain = seeded_fbrs(image, points)["instances"]
     # folding batch norm into the convolutions changes only the float32 rounding
     assert (folded - plain).abs().max().item() <= 1e-5 * plain.abs().max().item() + 1e-4
     assert (before - plain).abs().max().item() > 1e-2  # the reload did change the output
@@ -262,3 +256,18 @@ def test_controller_undo_restores_previous_click(seeded_fbrs, monkeypatch):
         last = ctrl.undo()
     assert last is None and ctrl.probs is None
     assert ctrl.undo() is None  # nothing left: harmless
+
+
+def test_fast_controller_stays_close_to_original(fbrs_net, load_fixture):
+    """The fast path (BN-folded features) is not bitwise, but its masks stay those of the original."""
+    z = load_fixture("fbrs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "bf16 is emulated here": f-BRS never computes in bf16
+        ctrl = FBRSController(fbrs_net, device="cpu", precision="bfloat16")
+    assert ctrl.predictor is None and ctrl.precision == "bfloat16"
+    image = torch.from_numpy(z["image_norm"])
+    for click, (x, y, positive) in enumerate(z["ctrl_clicks_xy_ispos"]):
+        mine = ctrl.interact(image, float(x), float(y), bool(positive)).numpy() > 0.5
+        assert ctrl.predictor.folded_features
+        ref = z["ctrl_masks"][click].astype(bool)
+        assert (mine & ref).sum() / (mine | ref).sum() >= 0.98, f"click {click + 1}"

@@ -28,10 +28,17 @@ class FBRSController:
     """``FBRSController(net_or_path, device='cpu')``; ``interact(image, x, y, is_positive)``.
 
     net_or_path: a DistMapsModel (from ``model.factory.load_fbrs``) or the path of ``fbrs.pth``.
+    precision: ``"float32"`` (default) is exact: the original's arithmetic, bitwise, on every CPU.
+    A reduced precision (``"bfloat16"``, ``"float16"``, or ``"auto"`` where it resolves to one) selects
+    the fast path: the BN-folded channels-last feature extractor, still float32 arithmetic but equal to
+    the original only up to rounding (~1e-7), which can move the L-BFGS path and so the mask. The
+    controller itself never enters autocast.
     """
 
     def __init__(self, net_or_path: nn.Module | str | os.PathLike, device: torch.device | str = "cpu",
-                 prob_thresh: float = 0.5):
+                 prob_thresh: float = 0.5, precision: str = "float32"):
+        from util.precision import resolve_precision
+        self.precision = resolve_precision(precision, device)  # ValueError for an unknown name
         if isinstance(net_or_path, nn.Module):
             net = net_or_path.to(device).eval()
             for p in net.parameters():
@@ -57,7 +64,8 @@ class FBRSController:
         self.states = []
         self.probs_history = []
         self.clicker.reset_clicks()
-        self.predictor = build_fbrs_b_predictor(self.net, self.device, **FBRS_PREDICTOR_PARAMS)
+        self.predictor = build_fbrs_b_predictor(self.net, self.device, **FBRS_PREDICTOR_PARAMS,
+                                                folded_features=self.precision != "float32")
         self.predictor.set_input_image(image)
 
     @torch.no_grad()

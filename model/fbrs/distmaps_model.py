@@ -13,7 +13,11 @@ class FoldedFeatureExtractor(nn.Module):
     """Inference copy of ``DeepLabV3Plus.head_input`` with every BatchNorm folded into its conv.
 
     Channels-last memory layout; ~1.3x faster on CPU than the eval-mode original, equal up to
-    float rounding (~1e-7 on the fixtures). Built from (and only valid for) the current weights.
+    float rounding (~1e-7 on the fixtures) but NOT bitwise: folding rescales the conv weights and the
+    channels-last kernels sum in another order, and which order depends on the CPU's vector unit
+    (AVX-512 vs AVX2). Those 1e-7 differences are enough to move f-BRS's L-BFGS path, so this copy is
+    used only when the caller asks for the fast (non-exact) mode. Built from (and only valid for) the
+    current weights.
     """
 
     def __init__(self, fe: DeepLabV3Plus):
@@ -39,6 +43,8 @@ class DistMapsModel(nn.Module):
     ``forward(image B×3×H×W (ImageNet-normalised), points B×2N×2 (row, col), positives first,
     (-1, -1) padding) -> {'instances': B×1×H×W logits}``.
     The f-BRS predictor uses the split :meth:`head_input` / :meth:`logits_from_head_input`.
+    ``forward`` and ``head_input`` compute exactly what the original computes (NCHW, BatchNorm
+    separate) unless ``folded=True`` asks for the faster, not bitwise-equal, BN-folded copy.
     """
 
     def __init__(self, deeplab_ch: int = 128, aspp_dropout: float = 0.2, norm_radius: float = 260.0):
@@ -52,7 +58,6 @@ class DistMapsModel(nn.Module):
         self.dist_maps = DistMaps(norm_radius=norm_radius, spatial_scale=1.0)
         self.feature_extractor = DeepLabV3Plus(ch=deeplab_ch, project_dropout=aspp_dropout)
         self.head = SepConvHead(1, in_channels=deeplab_ch, mid_channels=deeplab_ch // 2, num_layers=2)
-        self.use_folded_inference = True
         self._folded: tuple[tuple, FoldedFeatureExtractor] | None = None
 
     def _weights_signature(self) -> tuple:
@@ -65,14 +70,15 @@ class DistMapsModel(nn.Module):
             self._folded = (signature, FoldedFeatureExtractor(self.feature_extractor))
         return self._folded[1]
 
-    def head_input(self, image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def head_input(self, image: torch.Tensor, points: torch.Tensor, folded: bool = False) -> torch.Tensor:
         """B×(ch+32)×H/4×W/4 features entering the DeepLab head (f-BRS-B "after_aspp").
 
-        In eval mode without autograd the BN-folded channels-last copy does the heavy part.
+        ``folded=True`` (honoured in eval mode without autograd): the BN-folded channels-last copy
+        does the heavy part, ~1.3x faster, equal to the original only up to float rounding.
         """
         coord_features = self.dist_maps(image, points)
         x = self.rgb_conv(torch.cat((image, coord_features), dim=1))
-        if self.use_folded_inference and not self.training and not torch.is_grad_enabled():
+        if folded and not self.training and not torch.is_grad_enabled():
             return self._folded_features()(x)
         return self.feature_extractor.head_input(x)
 
@@ -81,8 +87,8 @@ class DistMapsModel(nn.Module):
         out = self.head(self.feature_extractor.head(features))
         return F.interpolate(out, size=size, mode="bilinear", align_corners=True)
 
-    def forward(self, image: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.head_input(image, points)
+    def forward(self, image: torch.Tensor, points: torch.Tensor, folded: bool = False) -> dict[str, torch.Tensor]:
+        features = self.head_input(image, points, folded=folded)
         return {"instances": self.logits_from_head_input(features, tuple(image.shape[2:]))}
 
 

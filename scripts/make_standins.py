@@ -1,0 +1,252 @@
+"""Train small stand-in checkpoints (official layouts) on generated clips, on CPU, and judge them held-out.
+
+The official weights cannot be shipped with the tests; formula weights prove equivalence but not quality.
+This script makes a propagation checkpoint that actually follows objects, reproducibly (seeded):
+
+1. renders ``--train-clips`` clips of textured objects on textured backgrounds (:mod:`dataset.synthetic`)
+   in the video layout the trainer reads (``JPEGImages/<clip>/*.jpg``, ``Annotations/<clip>/*.png``);
+2. trains :class:`model.propagation.train_net.PropagationTrainingNetwork` (two objects per sample, the
+   layout of ``propagation_model.pth``) with the project's trainer (:class:`train_propagation.
+   PropagationTrainer`, :class:`dataset.vos_dataset.VOSDataset`, the bootstrapped CE of
+   :mod:`model.losses`). Differences from the original schedule, because there is no ImageNet-pretrained
+   encoder here: BatchNorm in training mode (random running statistics are meaningless), a higher learning
+   rate, the hard-pixel warm-up scaled to the short run, a small crop;
+3. evaluates J&F on held-out clips (other seeds) in float32 and bfloat16 and the pixel agreement of
+   bfloat16 with float32 (:mod:`inference_core.standin_eval`);
+4. writes ``<out>/propagation_model.pth`` (loads with ``model.factory.load_propagation``, strict) and
+   ``<out>/standins.json`` (settings, learning curve, held-out numbers).
+
+Usage::
+
+    python scripts/make_standins.py --minutes 40    # ~/.cache/fastermivos/standins/
+    python scripts/make_standins.py --tiny --out /tmp/standins   # a few iterations (CI smoke run)
+
+Fusion stand-ins are not made yet (see ``standins.json``: ``"fusion": null``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+DEFAULT_OUT = Path.home() / ".cache" / "fastermivos" / "standins"
+PROP_FILE = "propagation_model.pth"
+REPORT_FILE = "standins.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the checkpoints and standins.json")
+    p.add_argument("--tiny", action="store_true", help="a few iterations on tiny clips (smoke run, seconds)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training clips, weights and sampling")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations (default 1500; tiny 3)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop training after this many minutes even before --iterations (default: no limit)")
+    p.add_argument("--crop", type=int, default=None, help="training crop (default 96; tiny 64)")
+    p.add_argument("--batch", type=int, default=4, help="samples per iteration")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (decayed ×0.1 at 80 %%)")
+    p.add_argument("--train-clips", type=int, default=None, help="generated training clips (default 48)")
+    p.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default 6)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--eval-every", type=int, default=0, help="held-out float32 J&F every N iterations (0: end only)")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace) -> dict:
+    tiny = args.tiny
+    s = {"seed": args.seed, "tiny": tiny,
+         "iterations": args.iterations if args.iterations is not None else (3 if tiny else 1500),
+         "crop": args.crop if args.crop is not None else (64 if tiny else 96),
+         "batch": args.batch if not tiny else 2, "lr": args.lr, "minutes": args.minutes,
+         "train_clips": args.train_clips if args.train_clips is not None else (3 if tiny else 48),
+         "eval_clips": args.eval_clips if args.eval_clips is not None else (1 if tiny else 6),
+         "clip_size": [64, 48] if tiny else [160, 128], "clip_frames": 6 if tiny else 12,
+         # held-out clips: the top-50 memory read needs >= 50 positions at stride 16 (160×128: 80)
+         "eval_size": [160, 128],
+         "eval_frames": 5 if tiny else 16, "max_jump": 3,
+         "eval_every": args.eval_every, "objects": [2, 3, 1]}
+    for name in ("iterations", "crop", "batch", "train_clips", "eval_clips"):
+        if s[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be at least 1")
+    if s["crop"] % 16:
+        raise ValueError(f"--crop {s['crop']}: must be a multiple of 16 (the network's stride)")
+    return s
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_training_clips(root: Path, settings: dict) -> None:
+    """``root/JPEGImages/<clip>/%05d.jpg`` and ``root/Annotations/<clip>/%05d.png`` of generated clips."""
+    from dataset.synthetic import make_clip, write_image_folder
+    from util.palette import save_mask_png
+    children = np.random.SeedSequence(settings["seed"]).spawn(settings["train_clips"])
+    w, h = settings["clip_size"]
+    objects = settings["objects"]
+    for i, child in enumerate(children):
+        clip = make_clip(settings["clip_frames"], w, h, objects[i % len(objects)], seed=child)
+        name = f"train-{i:04d}"
+        write_image_folder(root / "JPEGImages" / name, clip.frames)
+        for f in range(clip.num_frames):
+            save_mask_png(root / "Annotations" / name / f"{f:05d}.png", clip.labels[f])
+
+
+def train_propagation(settings: dict, data_root: Path, work: Path, log=print) -> tuple[torch.nn.Module, list]:
+    """Train the two-object propagation network; returns (network, learning curve rows)."""
+    from torch.utils.data import DataLoader
+
+    from dataset.vos_dataset import VOSDataset
+    from model.propagation.train_net import PropagationTrainingNetwork
+    from model.propagation_model import PropagationLossComputer
+    from train_propagation import PropagationTrainer
+    from util.distributed import init_distributed
+    from util.trainer import TrainerConfig
+
+    iterations = settings["iterations"]
+
+    class StandinTrainer(PropagationTrainer):
+        """BatchNorm in training mode: from random init the running statistics mean nothing yet."""
+
+        def train_mode(self) -> None:
+            self.model.train()
+
+    seed_all(settings["seed"])
+    dataset = VOSDataset(data_root / "JPEGImages", data_root / "Annotations", settings["max_jump"], is_bl=False,
+                         crop_size=settings["crop"], verbose=False)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    loader = DataLoader(dataset, settings["batch"], shuffle=True, drop_last=True, num_workers=0,
+                        generator=generator)
+    network = PropagationTrainingNetwork(single_object=False)
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["lr"],
+                                 weight_decay=1e-7)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
+    config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
+                           save_interval=10 ** 9, save_prefix=None)
+    trainer = StandinTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
+    # hard-pixel bootstrapping scaled to the short run: plain CE for the first 30 %, top 15 % from 70 %
+    trainer.loss_computer = PropagationLossComputer(start_warm=int(0.3 * iterations),
+                                                    end_warm=int(0.7 * iterations))
+    trainer.train_mode()
+
+    curve: list[dict] = []
+    start = time.time()
+    it, window, inter, union = 0, [], 0.0, 0.0
+    report = max(1, min(25, iterations // 10))
+    while it < iterations:
+        for data in loader:
+            trainer.train_iteration(data, it)
+            it += 1
+            window.append(trainer.loss_history[-1])
+            if it % report == 0 or it == iterations:
+                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60}
+                row["train_iou"] = _train_iou(trainer, data)
+                curve.append(row)
+                log(f"it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
+                    f"({row['minutes']:.1f} min)")
+                window = []
+                if settings["eval_every"] and it % settings["eval_every"] == 0 and it < iterations:
+                    row["held_out_jf_fp32"] = quick_eval(network, settings)
+                    log(f"  held-out J&F (fp32) {row['held_out_jf_fp32']:.3f}")
+                    trainer.train_mode()
+            if it >= iterations or (settings["minutes"] and time.time() - start > 60 * settings["minutes"]):
+                break
+        if settings["minutes"] and time.time() - start > 60 * settings["minutes"]:
+            log(f"time budget of {settings['minutes']} min reached at iteration {it}")
+            break
+    settings["iterations_done"] = it
+    return network, curve
+
+
+def _train_iou(trainer, data) -> float:
+    """IoU of the target object on frames 1 and 2 of the last batch (eval-free: from the last forward)."""
+    from model.propagation_model import propagation_forward
+    from util.trainer import move_to_device
+    with torch.no_grad():
+        out = propagation_forward(trainer.model, move_to_device(data, trainer.ctx.device), False)
+        gt = data["gt"][:, 1:3, 0] > 0.5
+        pred = torch.stack([out["mask_1"][:, 0], out["mask_2"][:, 0]], 1) > 0.5
+        return float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))
+
+
+def inference_network(train_net: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Save ``train_net``'s weights to ``path`` (atomically) and load them back with the strict loader."""
+    from model.factory import load_propagation
+    from util.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        torch.save(train_net.state_dict(), tmp)
+    return load_propagation(path)
+
+
+def quick_eval(train_net: torch.nn.Module, settings: dict) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        net = inference_network(train_net, Path(d) / PROP_FILE)
+    return held_out(net, settings, ("float32",)).jf["float32"]
+
+
+def held_out(net: torch.nn.Module, settings: dict, precisions: Sequence[str]):
+    from inference_core.standin_eval import evaluate_propagation, held_out_clips
+    clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]),
+                           num_objects=(2, 3))
+    return evaluate_propagation(net, clips, precisions)
+
+
+def run(settings: dict, out: Path, log=print) -> dict:
+    """Train, evaluate and write the stand-ins under ``out``; returns the report (also in standins.json)."""
+    from util.fileio import atomic_write_text
+    from util.precision import cpu_bf16_flags
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="standin-clips-") as tmp:
+        data_root = Path(tmp) / "clips"
+        write_training_clips(data_root, settings)
+        log(f"{settings['train_clips']} training clips written ({time.time() - t0:.0f} s)")
+        network, curve = train_propagation(settings, data_root, Path(tmp), log)
+    net = inference_network(network, out / PROP_FILE)
+    precisions = ("float32", "bfloat16")
+    result = held_out(net, settings, precisions)
+    report = {"settings": settings, "propagation": {"file": PROP_FILE, "curve": curve, "held_out": result.as_dict()},
+              "fusion": None, "cpu_native_bf16": list(cpu_bf16_flags()), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "minutes": (time.time() - t0) / 60}
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=1))
+    log(f"held-out J&F: " + ", ".join(f"{p} {v:.3f}" for p, v in result.jf.items())
+        + f"; bf16 pixel agreement with fp32 {result.agreement.get('bfloat16', float('nan')):.4f}")
+    log(f"wrote {out / PROP_FILE} and {out / REPORT_FILE}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve_settings(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out}: exists and is not a folder; pick a folder", file=sys.stderr)
+        return 2
+    run(settings, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
