@@ -184,9 +184,9 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
-            # f-BRS: exact under --no_amp, else the BN-folded fast path (float32, not bitwise the original)
-            fbrs_controller = FBRSController(networks.fbrs, device,
-                                             precision=precision)
+            # f-BRS follows the propagation precision: float32 is the original's exact path; a reduced
+            # precision selects the BN-folded fast path (equal only up to rounding)
+            fbrs_controller = FBRSController(networks.fbrs, device, precision=precision)
         except ImportError:
             fbrs_controller = None
     s2m_net = networks.s2m
