@@ -43,13 +43,15 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from util import cli  # noqa: E402
+
 DEFAULT_OUT = Path.home() / ".cache" / "fastermivos" / "standins"
 PROP_FILE = "propagation_model.pth"
 REPORT_FILE = "standins.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.CliParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the checkpoints and standins.json")
     p.add_argument("--tiny", action="store_true", help="a few iterations on tiny clips (smoke run, seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training clips, weights and sampling")
@@ -231,21 +233,18 @@ def run(settings: dict, out: Path, log=print) -> dict:
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = resolve_settings(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    settings = resolve_settings(args)
+    out = cli.output_dir("--out", args.out)
     if args.threads:
+        cli.positive_int("--threads", args.threads)
         torch.set_num_threads(args.threads)
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        print(f"error: --out {out}: exists and is not a folder; pick a folder", file=sys.stderr)
-        return 2
     run(settings, out)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_cli(_run, build_parser().parse_args(argv), (ValueError,))
 
 
 if __name__ == "__main__":
