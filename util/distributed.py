@@ -61,7 +61,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
     ``backend``: ``None`` picks ``nccl`` when CUDA is available, else ``gloo``. On CUDA the device is
     ``cuda:LOCAL_RANK`` and it is made the current device.
     """
-    use_cuda = torch.cuda.is_available()
+    from util.precision import resolve_device
+    use_cuda = resolve_device(None).type == "cuda"
     local_rank = _env_int("LOCAL_RANK", 0)
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
