@@ -612,3 +612,20 @@ def test_checkpoint_error_names_the_path_given(nets, video, tmp_path):
     with pytest.raises(CheckpointError, match=f"--s2m_model {junk}: .*check {junk}"):
         open_session(session_args(video=str(video), workspace=str(tmp_path / "ws"), s2m_model=str(junk),
                                   prop_model=str(nets[1]["propagation_model"]), fusion_model=str(nets[1]["fusion"])))
+
+
+def test_long_clip_memory_bounds_are_the_guis(nets, clip, video, tmp_path):
+    """The GUI's session keeps at most --feature_cache_mb of query features and spills probabilities
+    beyond its RAM budget to the workspace without changing a mask."""
+    plain = make_controller(nets, video, tmp_path / "ws1", feature_cache_mb=0)
+    scribble_both(plain, clip)
+    run(plain.propagate())
+    assert plain.core.feature_cache_frames == 1     # only the frame in use is kept
+    bounded = make_controller(nets, video, tmp_path / "ws2")
+    scribble_both(bounded, clip)
+    run(bounded.propagate())
+    assert bounded.core.feature_cache_frames > 1
+    assert plain.core.feature_bytes < bounded.core.feature_bytes <= 1024 * 2 ** 20
+    assert np.array_equal(plain.core.np_masks, bounded.core.np_masks)
+    # the spill file is anonymous: the workspace holds only the autosaved masks and the session
+    assert sorted(p.name for p in (tmp_path / "ws2").iterdir()) == ["masks", "session.json"]
