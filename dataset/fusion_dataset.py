@@ -1,4 +1,4 @@
-"""Training samples for the difference-aware fusion module (MiVOS spec §4.1).
+"""Training samples for the difference-aware fusion module (the original's fusion training data).
 
 Data:
 

@@ -1,4 +1,4 @@
-"""Random corruption of a ground-truth mask into a plausible "previous mask" (S2M training, spec §9.3)."""
+"""Random corruption of a ground-truth mask into a plausible "previous mask" (S2M training, as in Scribble-to-Mask)."""
 from __future__ import annotations
 
 import cv2

@@ -1,4 +1,4 @@
-"""S2M training samples (spec §9.3): an image, its object mask, a "previous mask" (empty, or the ground truth
+"""S2M training samples (as in Scribble-to-Mask): an image, its object mask, a "previous mask" (empty, or the ground truth
 perturbed to a random IoU) and synthetic positive / negative scribbles correcting it.
 
 :class:`S2MStaticDataset` reads the static sets (FSS layout or flat, see :mod:`dataset.static_dataset`);

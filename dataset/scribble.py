@@ -1,4 +1,4 @@
-"""Synthetic corrective scribbles for S2M training (spec §9.3): from the false positives / false negatives of a
+"""Synthetic corrective scribbles for S2M training (as in Scribble-to-Mask): from the false positives / false negatives of a
 previous mask against the ground truth, either the tamed robot or hand-made-looking strokes (region boundary,
 thinned region, random Bézier curves)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The propagation trainer's maximum-skip curriculum (spec §8.1, stages 1 and 2).
+"""The propagation trainer's maximum-skip curriculum (Mask-Propagation stages 1 and 2).
 
 Training starts with ``max_skip = 5``; at epochs ``round(total_epochs · f)`` for the fractions of the stage
 the skip becomes 10, 15, 20, 25 and finally 5 again. YouTube-VOS training videos are annotated every 5th

@@ -1,4 +1,4 @@
-"""Pseudo-videos from static segmentation images (propagation stage 0, spec §8.3).
+"""Pseudo-videos from static segmentation images (propagation stage 0, as in Mask-Propagation).
 
 Layouts: ``method=0`` FSS-1000 (``<root>/<class>/<n>.jpg`` + ``<n>.png``), ``method=1`` flat
 (``<root>/<name>.jpg`` + ``<name>.png``; DUTS, ECSSD, BIG, HRSOD). The mask is 8-bit grayscale (soft masks

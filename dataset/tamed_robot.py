@@ -1,4 +1,4 @@
-"""A scribble robot for error regions (S2M's "tamed" davis-interactive robot, spec §9.3).
+"""A scribble robot for error regions (S2M's "tamed" davis-interactive robot).
 
 The error mask is halved (area interpolation), opened with a disk (radius ∝ sqrt(area), shrunk until something
 survives), skeletonised (``skimage`` medial axis); skeleton pixels become a radius-√2 neighbour graph

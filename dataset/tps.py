@@ -1,5 +1,5 @@
 """Random thin-plate-spline (TPS) warps of an image and its mask (numpy + OpenCV), the synthetic deformation of
-propagation stage 0 (spec §8.3): 12 random control points, each displaced by N(0, scale) in normalised
+propagation stage 0 (as in Mask-Propagation): 12 random control points, each displaced by N(0, scale) in normalised
 coordinates; the content at a source point moves to its displaced point."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Three-frame training samples from videos (DAVIS, YouTube-VOS, BL30K) for propagation training (spec §8.3).
+"""Three-frame training samples from videos (DAVIS, YouTube-VOS, BL30K) for propagation training (as in Mask-Propagation).
 
 Layout: ``im_root/<video>/<frame>.jpg`` and ``gt_root/<video>/<frame>.png`` (palette label maps, 0 =
 background). Each item picks three frames at most ``max_jump`` apart (:func:`sample_frame_indices`), applies

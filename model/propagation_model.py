@@ -1,4 +1,4 @@
-"""One propagation-training step (Mask-Propagation ``model/model.py``, spec §8.2): memorise frame 0 with its
+"""One propagation-training step (Mask-Propagation ``model/model.py``): memorise frame 0 with its
 ground truth, segment frame 1, memorise frame 1 with its *predicted* soft masks (gradients flow through),
 segment frame 2 from both memories; bootstrapped CE on frames 1 and 2."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One S2M training step (Scribble-to-Mask ``model/model.py``, spec §9.2): image + previous mask + scribbles →
+"""One S2M training step (Scribble-to-Mask ``model/model.py``): image + previous mask + scribbles →
 one logit → sigmoid → background-included 2-channel logits; bootstrapped CE against the ground truth."""
 from __future__ import annotations
 
