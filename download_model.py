@@ -2,6 +2,7 @@
 
     python download_model.py                      # everything missing or broken
     python download_model.py --only s2m fbrs      # pick files
+    python download_model.py --pretrained --no_example   # also the ImageNet ResNet-50 training starts from
     python download_model.py --mirror http://host/path   # fetch <path>/<file name> instead
 
 A file already present and loadable is skipped; a partial download resumes; a finished download is
@@ -29,10 +30,17 @@ MODELS: dict[str, Source] = {
     "fbrs": Source("https://github.com/saic-vul/fbrs_interactive_segmentation/releases/download/v1.0/"
                    "resnet50_dh128_lvis.pth", "fbrs.pth"),
 }
+# Only the trainers read these: the ImageNet ResNet-50 (torchvision's v1 weights) the original's propagation
+# encoders start from (train_propagation.py --imagenet).
+PRETRAINED: dict[str, Source] = {
+    "resnet50": Source("https://download.pytorch.org/models/resnet50-19c8e357.pth", "resnet50-19c8e357.pth"),
+}
+ALL = {**MODELS, **PRETRAINED}
 EXAMPLE = Source("https://github.com/hkchengrex/MiVOS/raw/main/example/example.mp4", "example.mp4")
 
 # short name -> model.factory loader name (built lazily: the network code may be absent)
-_FACTORY_LOADERS = {"propagation": "load_propagation", "fusion": "load_fusion", "s2m": "load_s2m", "fbrs": "load_fbrs"}
+_FACTORY_LOADERS = {"propagation": "load_propagation", "fusion": "load_fusion", "s2m": "load_s2m", "fbrs": "load_fbrs",
+                    "resnet50": "load_imagenet_resnet50"}
 
 
 def check_checkpoint(name: str, path: Path, full: bool = True) -> str:
@@ -72,8 +80,8 @@ def _resolve_only(only: list[str] | None) -> list[str] | None:
     """Accept short names (``s2m``) and file names (``s2m.pth``) in ``--only``."""
     if not only:
         return None
-    by_file = {s.filename: k for k, s in MODELS.items()}
-    by_file.update({Path(s.filename).stem: k for k, s in MODELS.items()})
+    by_file = {s.filename: k for k, s in ALL.items()}
+    by_file.update({Path(s.filename).stem: k for k, s in ALL.items()})
     return [by_file.get(o, o) for o in only]
 
 
@@ -144,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "fbrs.pth) into saves/ and the example clip for the GUI.")
     p.add_argument("--output", default=str(ROOT / "saves"), help="folder for the weights (default: saves/)")
     p.add_argument("--only", nargs="+", metavar="NAME",
-                   help=f"download only these: {', '.join(MODELS)} (or their file names)")
+                   help=f"download only these: {', '.join(ALL)} (or their file names)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="also fetch the ImageNet ResNet-50 that train_propagation.py starts from (training only)")
     p.add_argument("--no_example", action="store_true", help="do not fetch example/example.mp4")
     p.add_argument("--example_output", default=str(ROOT / "example" / "example.mp4"),
                    help="where the example clip goes (default: example/example.mp4)")
@@ -164,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def check(args) -> None:
         """Bad options are refused (exit 2) before anything is downloaded."""
-        plan["sources"] = with_mirror(MODELS, args.mirror)
+        plan["sources"] = with_mirror(ALL, args.mirror)
         plan["example"] = with_mirror({"example": EXAMPLE}, args.mirror)["example"]
-        plan["names"] = select_parts(MODELS, _resolve_only(args.only))
+        only = _resolve_only(args.only)
+        if only:
+            plan["names"] = select_parts(ALL, only)
+        else:
+            plan["names"] = list(MODELS) + (list(PRETRAINED) if args.pretrained else [])
         check_folder(args.output, "--output")
         if not args.no_example:
             if Path(args.example_output).is_dir():

@@ -28,7 +28,9 @@ from dataset.static_dataset import StaticTransformDataset
 from dataset.vos_dataset import VOSDataset
 from model.losses import IOU_HOOKS
 from model.propagation.train_net import PropagationTrainingNetwork, single_to_multi_object
+from model.factory import load_imagenet_resnet50
 from model.propagation_model import PropagationLossComputer, propagation_forward
+from util import cli
 from util.checkpoint import CheckpointError, read_state_dict
 from util.distributed import DistContext, cleanup_distributed, init_distributed, seed_everything
 from util.hyper_para import HyperParameters, parse_propagation_args
@@ -47,16 +49,24 @@ YOUTUBE_SKIP_DIVISOR = 5
 
 
 class PropagationTrainer(Trainer):
-    """The propagation network in eval mode (frozen BN statistics, BN affine parameters still trained)."""
+    """With ``frozen_bn`` (the original's choice: its encoders start from ImageNet) the network trains in
+    eval mode: BatchNorm statistics frozen, BN affine parameters still trained. Without (random
+    initialisation) BatchNorm normalises with batch statistics and updates its running statistics: frozen
+    statistics of an untrained network are meaningless (mean 0, variance 1), activations grow through the
+    50 layers, and training diverges instead of starting to segment."""
 
     def __init__(self, ctx: DistContext, network: PropagationTrainingNetwork, optimizer, scheduler,
-                 config: TrainerConfig, logger: TensorboardLogger | None):
+                 config: TrainerConfig, logger: TensorboardLogger | None, frozen_bn: bool = True):
         super().__init__(ctx, network, optimizer, scheduler, config, logger, hooks=IOU_HOOKS)
         self.single_object = network.single_object
         self.loss_computer = PropagationLossComputer()
+        self.frozen_bn = frozen_bn
 
     def train_mode(self) -> None:
-        self.model.eval()
+        if self.frozen_bn:
+            self.model.eval()
+        else:
+            self.model.train()
 
     def compute(self, data: dict, it: int):
         outputs = propagation_forward(self.model, data, self.single_object)
@@ -123,8 +133,19 @@ def build_datasets(para: HyperParameters, verbose: bool) -> tuple[Dataset, list[
     return ConcatDataset([davis_ds] * DAVIS_REPEATS + [yv_ds]), [(davis_ds, 1), (yv_ds, YOUTUBE_SKIP_DIVISOR)]
 
 
+def initial_weights(para: HyperParameters) -> Path | None:
+    """The ImageNet ResNet-50 file the encoders start from, or None (weights come from --load_network /
+    --load_model, or --imagenet none). A missing file is one ``error: --imagenet …`` line."""
+    if para["load_network"] or para["load_model"] or str(para["imagenet"]).lower() == "none":
+        return None
+    return cli.input_file("--imagenet", para["imagenet"], "ImageNet ResNet-50 weights",
+                          "the encoders start from ImageNet as in the original: run `python download_model.py "
+                          "--pretrained`, give its path, or pass --imagenet none to train from random initialisation")
+
+
 def run(para: HyperParameters) -> PropagationTrainer:
     """Train with parsed options; return the trainer (``trainer.iteration`` = the iteration reached)."""
+    imagenet = initial_weights(para)  # before any work: a missing file is one line, at once
     ctx = init_distributed()
     try:
         torch.backends.cudnn.benchmark = bool(para["benchmark"])
@@ -134,13 +155,22 @@ def run(para: HyperParameters) -> PropagationTrainer:
         logger, save_prefix = make_run_logger(para, ctx)
 
         network = PropagationTrainingNetwork(single_object=para["stage"] == 0)
+        if imagenet is not None:
+            network.init_encoders_from_imagenet(load_imagenet_resnet50(imagenet))
+            if ctx.is_main:
+                print(f"Encoders initialised from {imagenet} (ImageNet).", flush=True)
+        # a resumed run (--load_model) keeps the BatchNorm mode it started with: pass the same --imagenet
+        random_init = str(para["imagenet"]).lower() == "none" and not para["load_network"]
+        if random_init and ctx.is_main:
+            print("Encoders start from random initialisation (--imagenet none): BatchNorm uses batch statistics "
+                  "while training.", flush=True)
         optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=para["lr"],
                                      weight_decay=1e-7)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, para["steps"], para["gamma"])
         config = TrainerConfig(iterations=para["iterations"], report_interval=para["report_interval"],
                                image_interval=para["image_interval"], save_interval=para["save_interval"],
                                save_prefix=save_prefix)
-        trainer = PropagationTrainer(ctx, network, optimizer, scheduler, config, logger)
+        trainer = PropagationTrainer(ctx, network, optimizer, scheduler, config, logger, frozen_bn=not random_init)
         start_it = trainer.load_checkpoint(para["load_model"]) if para["load_model"] else 0
         if para["load_network"]:
             trainer.load_network(para["load_network"])

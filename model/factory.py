@@ -75,3 +75,18 @@ def load_correspondence(path: str | os.PathLike, device: torch.device | str = "c
     from model.propagation.corr_network import CorrespondenceNetwork
     return _finish(load_weights(_build_for_loading(CorrespondenceNetwork), path, ignore_prefixes=("decoder.",),
                                 what="CorrespondenceNetwork (propagation_model.pth)"), device)
+
+
+# ImageNet ResNet-50 the original's training starts its encoders from (torchvision's v1 weights); only the
+# trainers use it, and it is fetched by ``download_model.py --pretrained``, never by a network constructor.
+IMAGENET_RESNET50_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"
+from util.hyper_para import IMAGENET_RESNET50_FILE  # noqa: E402  (one spelling of the file name)
+
+
+def load_imagenet_resnet50(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ImageNet ResNet-50 state dict at ``path``, checked strictly against torchvision's ResNet-50
+    (weights only; one-line :class:`util.checkpoint.CheckpointError` naming missing/unexpected keys)."""
+    from torchvision.models import resnet50
+    net = load_weights(_build_for_loading(resnet50, weights=None), path,
+                       what=f"torchvision ResNet-50 (ImageNet, {IMAGENET_RESNET50_FILE})")
+    return {k: v for k, v in net.state_dict().items()}

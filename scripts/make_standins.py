@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default 6)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--eval-every", type=int, default=0, help="held-out float32 J&F every N iterations (0: end only)")
+    p.add_argument("--warm", type=float, nargs=2, default=(0.3, 0.7), metavar=("START", "END"),
+                   help="hard-pixel bootstrapping: plain CE before START, top 15 %% from END (fractions of the run)")
+    p.add_argument("--bn-freeze", type=float, default=None, metavar="FRACTION",
+                   help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction on")
+    p.add_argument("--train-precision", choices=("float32", "bfloat16"), default="float32",
+                   help="autocast dtype of the training forward (bfloat16 is faster on CPUs with native bf16)")
+    p.add_argument("--max-jump", type=int, default=3, help="largest frame gap between the three sampled frames")
     return p
 
 
@@ -79,7 +86,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          "clip_size": [64, 48] if tiny else [160, 128], "clip_frames": 6 if tiny else 12,
          # held-out clips: the top-50 memory read needs >= 50 positions at stride 16 (160×128: 80)
          "eval_size": [160, 128],
-         "eval_frames": 5 if tiny else 16, "max_jump": 3,
+         "eval_frames": 5 if tiny else 16, "max_jump": args.max_jump,
+         "warm": list(args.warm), "bn_freeze": args.bn_freeze, "train_precision": args.train_precision,
          "eval_every": args.eval_every, "objects": [2, 3, 1]}
     for name in ("iterations", "crop", "batch", "train_clips", "eval_clips"):
         if s[name] < 1:
@@ -124,10 +132,22 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     iterations = settings["iterations"]
 
     class StandinTrainer(PropagationTrainer):
-        """BatchNorm in training mode: from random init the running statistics mean nothing yet."""
+        """BatchNorm in training mode: from random init the running statistics mean nothing yet. From
+        ``bn_freeze`` on, the statistics are frozen so that the last iterations fit what inference uses."""
+
+        frozen = False
+        autocast = settings["train_precision"] == "bfloat16"
+
+        def compute(self, data: dict, it: int):
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast):
+                losses, outputs = super().compute(data, it)
+            return losses, outputs
 
         def train_mode(self) -> None:
-            self.model.train()
+            if self.frozen:
+                self.model.eval()
+            else:
+                self.model.train()
 
     seed_all(settings["seed"])
     dataset = VOSDataset(data_root / "JPEGImages", data_root / "Annotations", settings["max_jump"], is_bl=False,
@@ -143,8 +163,10 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
                            save_interval=10 ** 9, save_prefix=None)
     trainer = StandinTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
     # hard-pixel bootstrapping scaled to the short run: plain CE for the first 30 %, top 15 % from 70 %
-    trainer.loss_computer = PropagationLossComputer(start_warm=int(0.3 * iterations),
-                                                    end_warm=int(0.7 * iterations))
+    start_warm, end_warm = settings["warm"]
+    trainer.loss_computer = PropagationLossComputer(start_warm=int(start_warm * iterations),
+                                                    end_warm=max(int(end_warm * iterations), int(start_warm * iterations) + 1))
+    freeze_at = None if settings["bn_freeze"] is None else int(settings["bn_freeze"] * iterations)
     trainer.train_mode()
 
     curve: list[dict] = []
@@ -153,6 +175,10 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     report = max(1, min(25, iterations // 10))
     while it < iterations:
         for data in loader:
+            if freeze_at is not None and it == freeze_at:
+                trainer.frozen = True
+                trainer.train_mode()
+                log(f"it {it}: BatchNorm statistics frozen")
             trainer.train_iteration(data, it)
             it += 1
             window.append(trainer.loss_history[-1])

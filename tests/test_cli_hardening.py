@@ -180,6 +180,7 @@ CASES = {
     "train-lr-negative": ("train.py", [*T, "--lr", "-1"], "--lr"),
     "trainprop-save_dir-is-a-file": ("train_propagation.py", ["--id", "x", "--save_dir", "{d}/afile.txt"], "--save_dir"),
     "trainprop-iterations-zero": ("train_propagation.py", ["-i", "0"], "--iterations"),
+    "trainprop-imagenet-missing": ("train_propagation.py", ["--imagenet", "{d}/resnet50.pth"], "--imagenet"),
     "trainprop-load_network-folder": ("train_propagation.py", ["--load_network", "{d}/w"], "--load_network"),
     "trains2m-log_dir-is-a-file": ("train_s2m.py", ["--id", "x", "--log_dir", "{d}/afile.txt"], "--log_dir"),
     "trains2m-save_interval-zero": ("train_s2m.py", ["--save_interval", "0"], "--save_interval"),

@@ -580,3 +580,27 @@ def test_bad_output_folders_and_mirror_are_refused_before_any_download(server, t
         assert _one_error_line(capsys).startswith(f"error: {flag} "), argv
     assert server.requests == [] and afile.read_text() == "x"
     assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists()
+
+
+def test_download_model_pretrained_fetches_the_imagenet_resnet_checked_strictly(server, tmp_path, capsys):
+    """--pretrained adds the ImageNet ResNet-50 the trainers start from; it must load strictly into
+    torchvision's ResNet-50 (a checkpoint of another network is refused, nothing kept)."""
+    import torchvision
+    src = download_model.PRETRAINED["resnet50"]
+    saves = tmp_path / "saves"
+    argv = ["--output", str(saves), "--mirror", server.base, "--quiet", "--no_example", "--only", "resnet50"]
+    server.files["/" + src.filename] = _ckpt_bytes(7)
+    assert download_model.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a usable resnet50-19c8e357.pth" in err[0] and "ResNet-50" in err[0]
+    assert not (saves / src.filename).exists()
+
+    buf = io.BytesIO()
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), buf)
+    server.files["/" + src.filename] = buf.getvalue()
+    assert download_model.main(argv) == 0, capsys.readouterr().err
+    assert "loads into its network" in capsys.readouterr().out
+    assert (saves / src.filename).read_bytes() == buf.getvalue()
+    # the default download (no --pretrained, no --only) does not fetch it
+    assert download_model.build_parser().parse_args([]).pretrained is False
+    assert "resnet50" not in download_model.MODELS

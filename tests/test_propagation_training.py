@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from tests.helpers_proptrain import CROP, make_bl30k_root, make_davis_youtube_roots, make_static_root
@@ -182,10 +183,16 @@ def stage0(ws):
     import train_propagation
     from util.hyper_para import parse_propagation_args
     torch.set_num_threads(2)
+    # a stand-in for the ImageNet ResNet-50 (torchvision layout, seeded random weights)
+    torch.manual_seed(3)
+    imagenet = ws.root / "resnet50-imagenet.pth"
+    resnet = torchvision.models.resnet50(weights=None)
+    torch.save(resnet.state_dict(), imagenet)
     trainer = train_propagation.run(parse_propagation_args(_args(ws, 0, "--id", "s0", "-i", "2", "--report_interval",
-                                                                 "1", "--image_interval", "1")))
+                                                                 "1", "--image_interval", "1", "--imagenet",
+                                                                 str(imagenet))))
     run = next((ws.root / "saves").glob("*_s0"))
-    return SimpleNamespace(trainer=trainer, run=run)
+    return SimpleNamespace(trainer=trainer, run=run, resnet=resnet)
 
 
 @pytest.mark.slow
@@ -197,13 +204,17 @@ def test_stage0_trains_saves_and_resumes(ws, stage0):
     name = stage0.run.name
     weights = torch.load(stage0.run / f"{name}_2.pth", weights_only=True)
     assert weights["mask_rgb_encoder.conv1.weight"].shape == (64, 4, 7, 7)  # single-object network
+    # started from the ImageNet file, trained with frozen BatchNorm statistics (eval mode), as the original
+    assert not stage0.trainer.model.training
+    assert torch.equal(weights["rgb_encoder.res2.0.bn1.running_mean"], stage0.resnet.layer1[0].bn1.running_mean)
+    assert torch.equal(weights["mask_rgb_encoder.layer3.5.bn3.running_var"], stage0.resnet.layer3[5].bn3.running_var)
     checkpoint = stage0.run / f"{name}_checkpoint.pth"
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["it"] == 2 and saved["scheduler"]["last_epoch"] == 2
 
     # resume: same iteration and optimizer state, then one more iteration
     trainer = train_propagation.run(parse_propagation_args(_args(ws, 0, "--id", "NULL", "-i", "2", "--load_model",
-                                                                 str(checkpoint))))
+                                                                 str(checkpoint), "--imagenet", "/not/read")))
     assert trainer.iteration == 2 and trainer.loss_history == []
     opt = trainer.optimizer.state_dict()
     assert opt["param_groups"] == saved["optimizer"]["param_groups"]
@@ -213,7 +224,7 @@ def test_stage0_trains_saves_and_resumes(ws, stage0):
     for key, value in saved["network"].items():
         assert torch.equal(trainer.network.state_dict()[key], value), key
     trainer = train_propagation.run(parse_propagation_args(_args(ws, 0, "--id", "NULL", "-i", "3", "--load_model",
-                                                                 str(checkpoint))))
+                                                                 str(checkpoint), "--imagenet", "/not/read")))
     assert trainer.iteration == 3 and len(trainer.loss_history) == 1
 
 
@@ -236,9 +247,10 @@ def test_stage2_from_stage0_weights(ws, stage0, capsys):
 @pytest.mark.slow
 def test_stage1_torchrun_two_processes(ws):
     proc = run_torchrun(2, ["train_propagation.py", *_args(ws, 1, "--id", "ddp1", "-i", "2", "--report_interval",
-                                                            "1")], cwd=ROOT)
+                                                            "1", "--imagenet", "none")], cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "I am rank 1 in the world of 2" in proc.stdout
+    assert "random initialisation (--imagenet none): BatchNorm uses batch statistics" in proc.stdout
     assert "ddp1 - It      1 [TRAIN] [total_loss   ]: " in proc.stdout
     run = next((ws.root / "saves").glob("*_ddp1"))
     ckpt = torch.load(run / f"{run.name}_checkpoint.pth", weights_only=True)
@@ -248,6 +260,63 @@ def test_stage1_torchrun_two_processes(ws):
 
 def test_bad_data_root_is_one_line_error(tmp_path, capsys):
     import train_propagation
-    rc = train_propagation.main(["--stage", "1", "--bl_root", str(tmp_path / "nowhere"), "--num_workers", "0"])
+    rc = train_propagation.main(["--stage", "1", "--bl_root", str(tmp_path / "nowhere"), "--num_workers", "0",
+                                 "--imagenet", "none"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "nowhere" in err
+
+
+def test_encoders_start_from_imagenet_as_the_original():
+    """Both encoders take conv1/bn1/layer1..3 of an ImageNet ResNet-50; the mask encoder's extra input
+    channels are orthogonal, its conv biases zero; a wrong file is one error naming the keys."""
+    from model.propagation.train_net import PropagationTrainingNetwork
+    from util.checkpoint import CheckpointError
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50(weights=None)
+    state = resnet.state_dict()
+    for single in (True, False):
+        net = PropagationTrainingNetwork(single_object=single)
+        net.init_encoders_from_imagenet(state, torch.Generator().manual_seed(1))
+        own = net.state_dict()
+        assert torch.equal(own["rgb_encoder.conv1.weight"], state["conv1.weight"])
+        assert torch.equal(own["rgb_encoder.res2.2.conv3.weight"], state["layer1.2.conv3.weight"])
+        assert torch.equal(own["rgb_encoder.layer3.5.bn3.running_mean"], state["layer3.5.bn3.running_mean"])
+        assert torch.equal(own["mask_rgb_encoder.layer2.3.conv2.weight"], state["layer2.3.conv2.weight"])
+        assert not own["mask_rgb_encoder.layer2.3.conv2.bias"].any()
+        conv = own["mask_rgb_encoder.conv1.weight"]
+        assert conv.shape[1] == (4 if single else 5) and torch.equal(conv[:, :3], state["conv1.weight"])
+        extra = conv[:, 3:].reshape(64, -1)
+        if extra.shape[1] >= 64:  # orthogonal rows (64 × 49 or 64 × 98: rows or columns orthonormal)
+            assert torch.allclose(extra @ extra.T, torch.eye(64), atol=1e-4)
+        else:
+            assert torch.allclose(extra.T @ extra, torch.eye(extra.shape[1]), atol=1e-4)
+    broken = {k: v for k, v in state.items() if not k.startswith("layer3.5.")}
+    with pytest.raises(CheckpointError, match="missing layer3.5"):
+        PropagationTrainingNetwork(single_object=False).init_encoders_from_imagenet(broken)
+
+
+def test_random_init_trains_batchnorm_and_imagenet_freezes_it():
+    """Frozen BatchNorm statistics only suit pretrained encoders; from random initialisation the
+    statistics are updated while training."""
+    import train_propagation
+    from model.propagation.train_net import PropagationTrainingNetwork
+    from util.distributed import init_distributed
+    from util.trainer import TrainerConfig
+    net = PropagationTrainingNetwork(single_object=True)
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [10], 0.1)
+    cfg = TrainerConfig(iterations=1, report_interval=10, image_interval=10, save_interval=10, save_prefix=None)
+    for frozen in (True, False):
+        trainer = train_propagation.PropagationTrainer(init_distributed(), net, opt, sched, cfg, None, frozen_bn=frozen)
+        trainer.train_mode()
+        assert net.training is (not frozen)
+
+
+def test_missing_imagenet_file_is_refused_before_work(tmp_path, capsys):
+    import train_propagation
+    rc = train_propagation.main(["--stage", "0", "--static_root", str(tmp_path), "--imagenet",
+                                 str(tmp_path / "resnet50.pth"), "--num_workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --imagenet {tmp_path / 'resnet50.pth'}: ImageNet ResNet-50 weights not found")
+    assert "download_model.py --pretrained" in err and "--imagenet none" in err

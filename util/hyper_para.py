@@ -16,9 +16,15 @@ Additions (defaults = the original behaviour): ``--num_workers`` 8, ``--save_dir
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from util.cli import CliParser as ArgumentParser
+
+SAVES = Path(__file__).resolve().parents[1] / "saves"
+# the file name download_model.py --pretrained gives the ImageNet ResNet-50 (model.factory has the URL);
+# kept here as a literal so that parsing options never imports torch
+IMAGENET_RESNET50_FILE = "resnet50-19c8e357.pth"
 
 FUSION_STAGE_DEFAULTS = {0: {"iterations": 30000, "steps": [20000]},
                          1: {"iterations": 10000, "steps": [7500]}}
@@ -114,6 +120,11 @@ def propagation_parser() -> ArgumentParser:
     g.add_argument("--stage", type=int, default=0, choices=(0, 1, 2),
                    help="0: static images, 1: BL30K, 2: DAVIS 2017 train + YouTube-VOS")
     g.add_argument("--crop_size", type=int, default=384, help="training crop (the original: 384)")
+    parser.add_argument("--imagenet", default=str(SAVES / IMAGENET_RESNET50_FILE), metavar="PATH|none",
+                        help="ImageNet ResNet-50 both encoders start from, as in the original (fetch it with "
+                             "`python download_model.py --pretrained`); 'none': random initialisation, with "
+                             "BatchNorm statistics updated while training (frozen statistics, the original's "
+                             "choice, only suit pretrained encoders). Not read with --load_network/--load_model")
     add_common_training_options(parser, batch_size=None, lr=1e-5, report_interval=100, image_interval=800,
                                 save_interval=50000)
     return parser

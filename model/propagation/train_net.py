@@ -9,6 +9,8 @@ trained multi-object network loads strictly into the inference network.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
@@ -28,6 +30,46 @@ class PropagationTrainingNetwork(PropagationNetwork):
         if single_object:
             # replacing the attribute keeps its position, so the key order is unchanged
             self.mask_rgb_encoder = MaskRGBEncoder(extra_channels=1)
+
+    @torch.no_grad()
+    def init_encoders_from_imagenet(self, resnet50: Mapping[str, torch.Tensor],
+                                    generator: torch.Generator | None = None) -> None:
+        """Start both encoders from an ImageNet ResNet-50 (torchvision layout, e.g.
+        :func:`model.factory.load_imagenet_resnet50`), as the original's networks do when built.
+
+        The query encoder takes ``conv1``, ``bn1`` and ``layer1..3`` (``layer1`` is named ``res2``). The mask
+        encoder takes the same layers; its first convolution's extra mask channels (1 or 2) get an
+        orthogonal initialisation and its convolution biases (absent in torchvision) stay zero, as in the
+        original's network surgery. Every needed key must be present with its shape (one-line error naming
+        the first mismatches); the key-value projections and the decoder keep their initialisation.
+        """
+        from util.checkpoint import CheckpointError
+        problems = []
+        for prefix, module in (("rgb_encoder", self.rgb_encoder), ("mask_rgb_encoder", self.mask_rgb_encoder)):
+            own = module.state_dict()
+            for name, target in own.items():
+                key = "layer1" + name[len("res2"):] if name.startswith("res2.") else name
+                if key not in resnet50:
+                    weight = own.get(name[:-len("bias")] + "weight")
+                    if name.endswith(".bias") and weight is not None and weight.dim() == 4:
+                        continue  # a convolution bias torchvision's ResNet has not: stays zero
+                    problems.append(f"missing {key}")
+                    continue
+                source = resnet50[key]
+                if prefix == "mask_rgb_encoder" and key == "conv1.weight":
+                    if source.shape[1] != 3 or target.shape[:1] + target.shape[2:] != source.shape[:1] + source.shape[2:]:
+                        problems.append(f"{key} has shape {tuple(source.shape)}")
+                        continue
+                    extra = torch.empty((target.shape[0], target.shape[1] - 3, *target.shape[2:]))
+                    nn.init.orthogonal_(extra, generator=generator)
+                    target.copy_(torch.cat([source, extra], 1))
+                elif source.shape != target.shape:
+                    problems.append(f"{key} has shape {tuple(source.shape)}, expected {tuple(target.shape)}")
+                else:
+                    target.copy_(source)
+        if problems:
+            raise CheckpointError(f"not an ImageNet ResNet-50 state dict: {', '.join(problems[:4])}"
+                                  f"{' …' if len(problems) > 4 else ''}")
 
     def forward(self, mode: str, *args, **kwargs):
         """``forward("memorize", ...)`` = :meth:`memorize_batch`, ``forward("segment", ...)`` =
