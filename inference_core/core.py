@@ -160,7 +160,7 @@ class InferenceCore:
             memory_spill_dir = None
         self._memory_spill = {"spill_dir": memory_spill_dir, "ram_bytes": memory_ram_bytes}
         self._memory: PassMemory | None = None   # the bank of the pass running now
-        self._memory_bytes = (0, 0)               # (RAM, file) bytes of values of the latest pass
+        self._memory_bytes = (0, 0, 0)            # (RAM, file, RAM capacity) bytes of the latest pass's values
 
         self._interacted: set[int] = set()
         self._certain = CertainMemory()
@@ -254,8 +254,14 @@ class InferenceCore:
 
     @property
     def memory_value_bytes(self) -> int:
-        """Bytes of memory values the current (or latest) pass holds in RAM (allocated)."""
+        """Bytes of memory values the current (or latest) pass holds in RAM."""
         return self._memory.ram_bytes if self._memory is not None else self._memory_bytes[0]
+
+    @property
+    def memory_value_capacity_bytes(self) -> int:
+        """Bytes of memory values the current (or latest) pass may hold in RAM at most (the whole pass
+        without ``memory_spill_dir``, about ``memory_ram_bytes`` with it)."""
+        return self._memory.ram_capacity_bytes if self._memory is not None else self._memory_bytes[2]
 
     @property
     def prob_bytes(self) -> int:
@@ -422,7 +428,7 @@ class InferenceCore:
             yield from self._propagate(memory, key_k, idx, stop, frames)
         finally:
             # the bank lives for one pass: free its memory and its file now, keep its byte counts
-            self._memory_bytes = (memory.ram_bytes, memory.disk_bytes)
+            self._memory_bytes = (memory.ram_bytes, memory.disk_bytes, memory.ram_capacity_bytes)
             self._memory = None
             memory.close()
 

@@ -34,9 +34,11 @@ import torch
 
 from inference_core.spill_file import SpillFile
 
-# a gap of at most this many unneeded rows between two needed ones is read through rather than
-# paying another system call (a row is Cv floats, 2 KiB for the real network)
+# a gap of at most this many unneeded rows between two needed ones is read (into a scratch buffer)
+# rather than paying another system call (a row is Cv floats, 2 KiB for the real network)
 _MAX_GAP_ROWS = 4
+# pieces per preadv call, well under the system's IOV_MAX (1024 on Linux)
+_MAX_PIECES = 256
 
 
 class CertainMemory:
@@ -112,6 +114,7 @@ class PassMemory:
                 raise ValueError("memory values can be spilled from CPU memory only")
             self._file = SpillFile(spill_dir, ".memory-values-")
         self._file_slots = total - self.ram_slots   # per-object capacity of the file, in slots
+        self._ram_written = 0                         # RAM slots written so far (resident memory)
         self.mem_freq = mem_freq
         self.last_frame = frames[-1] if len(frames) else start_frame
         self.front = 0                     # first free slot
@@ -150,14 +153,21 @@ class PassMemory:
 
     @property
     def ram_bytes(self) -> int:
-        """Bytes of values the bank holds in RAM (allocated)."""
-        return self._ram.numel() * self._ram.element_size()
+        """Bytes of values written to RAM slots so far (what is resident; the rest of the RAM
+        storage is allocated but never touched)."""
+        return self._ram_written * self.slot_bytes
+
+    @property
+    def ram_capacity_bytes(self) -> int:
+        """Bytes of values the bank can hold in RAM (its RAM slots plus the slot being written)."""
+        return self._ram.shape[1] * self.slot_bytes
 
     def _write_slot(self, value: torch.Tensor) -> None:
         """Store ``value`` (``K×Cv×1×h×w``) as slot ``front``: in RAM (a slot of its own, or the
         extra slot when ``front`` is beyond the RAM slots)."""
         at = min(self.front, self.ram_slots)
         self.values[:, :, at:at + 1] = value
+        self._ram_written = max(self._ram_written, at + 1)
         if self.front >= self.ram_slots:
             self._spill_front()
 
@@ -173,25 +183,32 @@ class PassMemory:
 
     def _read_rows(self, obj: int, rows: torch.Tensor) -> torch.Tensor:
         """Rows of object ``obj``'s spilled values (``rows``: int64, relative to the first spilled
-        slot) → ``len(rows)×Cv``, bit for bit. Each contiguous run of needed rows is one read."""
+        slot) → ``len(rows)×Cv``, bit for bit. Each distinct row is read once, into a buffer of exactly
+        the distinct rows; runs of needed rows closer than ``_MAX_GAP_ROWS`` share one ``preadv``."""
         assert self._file is not None
-        elem = self._ram.element_size()
-        row_bytes = self.cv * elem
+        row_bytes = self.cv * self._ram.element_size()
         unique, inverse = torch.unique(rows, sorted=True, return_inverse=True)
         u = unique.numpy()
-        breaks = np.flatnonzero(np.diff(u) > _MAX_GAP_ROWS + 1) + 1
-        starts = np.concatenate(([0], breaks))
-        ends = np.concatenate((breaks, [len(u)]))
-        first, lengths = u[starts], u[ends - 1] - u[starts] + 1
-        at = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        buf = np.empty((int(lengths.sum()), row_bytes), dtype=np.uint8)
+        buf = np.empty((len(u), row_bytes), dtype=np.uint8)
+        scratch = np.empty((_MAX_GAP_ROWS, row_bytes), dtype=np.uint8)
+        # segments: maximal stretches of consecutive rows; gap[i]: unneeded rows before segment i + 1
+        breaks = np.flatnonzero(np.diff(u) != 1) + 1
+        seg_start = np.concatenate(([0], breaks)).tolist()
+        seg_end = np.concatenate((breaks, [len(u)])).tolist()
+        gap = (u[breaks] - u[breaks - 1] - 1).tolist()
         base = obj * self._file_slots * self.cells
-        for row, length, pos in zip(first.tolist(), lengths.tolist(), at.tolist()):
-            self._file.read_into((base + row) * row_bytes, memoryview(buf[pos:pos + length]))
-        run = np.repeat(np.arange(len(first)), ends - starts)
-        where = torch.from_numpy(at[run] + (u - first[run]))
-        table = torch.from_numpy(buf).view(self._ram.dtype)                  # rows×Cv
-        return table[where[inverse]]
+        i = 0
+        while i < len(seg_start):
+            offset = (base + int(u[seg_start[i]])) * row_bytes
+            pieces = [memoryview(buf[seg_start[i]:seg_end[i]])]
+            while i + 1 < len(seg_start) and gap[i] <= _MAX_GAP_ROWS and len(pieces) < _MAX_PIECES:
+                pieces.append(memoryview(scratch[:gap[i]]))
+                i += 1
+                pieces.append(memoryview(buf[seg_start[i]:seg_end[i]]))
+            self._file.read_scattered(offset, pieces)
+            i += 1
+        table = torch.from_numpy(buf).view(self._ram.dtype)                  # distinct rows × Cv
+        return table[inverse]
 
     def _slots(self, n: int) -> torch.Tensor | list["_BankRows"]:
         """Values of slots [0, n) (slot ``front`` being the one last written): a view of the RAM
@@ -240,6 +257,7 @@ class PassMemory:
         commit = abs(t - self.last_committed) >= self.mem_freq
         at = min(self.front, self.ram_slots)
         self.values[:, :, at:at + 1] = value
+        self._ram_written = max(self._ram_written, at + 1)
         if commit and self.front >= self.ram_slots:
             self._spill_front()
         if commit:

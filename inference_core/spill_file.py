@@ -45,6 +45,20 @@ class SpillFile:
                     raise OSError(f"spill file ended early at byte {offset}")
                 view, offset = view[n:], offset + n
 
+    def read_scattered(self, offset: int, buffers: list[memoryview]) -> None:
+        """Fill ``buffers`` one after the other from the contiguous bytes at ``offset`` (one
+        ``preadv``: a read that skips what it does not need into a scratch buffer)."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        with self._lock:
+            assert self.fd is not None, "spill file is closed"
+            n = os.preadv(self.fd, views, offset)
+        # a regular file returns everything at once; finish a short read piece by piece
+        for view in views:
+            if n < len(view):
+                self.read_into(offset + n, view[n:])
+            n = max(0, n - len(view))
+            offset += len(view)
+
     def close(self) -> None:
         with self._lock:
             if self.fd is not None:

@@ -137,7 +137,7 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tens
     # a row source may have to fetch its rows from a file: ask for several chunks' rows at once (fewer,
     # longer reads), at most chunk_bytes of gathered values; the chunks and their products are the
     # same as above, so the numbers are too
-    group = max(1, chunk_bytes // max(1, columns * top_k * cv * out.element_size()))
+    group = _row_group(columns, top_k, cv, out.element_size(), chunk_bytes)
     for first in range(0, m, columns * group):
         bounds = [(s, min(m, s + columns)) for s in range(first, min(m, first + columns * group), columns)]
         selected = [select(start, stop) for start, stop in bounds]
@@ -148,6 +148,28 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tens
             mix(start, stop, weights, picked[offset:offset + size].unsqueeze(0))
             offset += size
     return out
+
+
+def _row_group(columns: int, top_k: int, cv: int, element_size: int, chunk_bytes: int) -> int:
+    """Chunks whose rows a row source fetches at once: half of ``chunk_bytes`` of gathered values (the
+    source may hold a second copy of the rows it read while it assembles them)."""
+    return max(1, chunk_bytes // 2 // max(1, columns * top_k * cv * element_size))
+
+
+def top_k_readout_scratch_bytes(n: int, m: int, cv: int, top_k: int, *, element_size: int = 4,
+                                chunk_bytes: int = 64 * 2 ** 20, row_source: bool = False) -> int:
+    """Bound of the transient bytes one :func:`top_k_readout` call allocates besides its ``B×CV×M``
+    output, for B = 1, N = ``n`` memory cells, M = ``m`` query cells: the affinity chunk and its top-k,
+    and the gathered rows (with a row source: a group of chunks' rows, and as much again for the rows
+    the source reads and reorders). Cell-major tensor values cost no table copy."""
+    columns = max(1, min(m, chunk_bytes // max(1, n * element_size)))
+    affinity = columns * n * element_size
+    selected = columns * top_k * (2 * element_size + 8)              # values, weights, int64 indices
+    picked = columns * top_k * cv * element_size
+    if not row_source:
+        return affinity + selected + 2 * picked                       # gathered rows and their mix
+    group = min(_row_group(columns, top_k, cv, element_size, chunk_bytes), -(-m // columns))
+    return max(affinity + group * selected, group * (selected + 3 * picked))
 
 
 class EvalMemoryReader(nn.Module):
