@@ -115,7 +115,7 @@ class InferenceCore:
                  *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
                  precision: str = "float32", channels_last: bool = True,
                  prob_spill_dir: str | os.PathLike | None = None, prob_ram_bytes: int = 256 * 2 ** 20,
-                 memory_spill_dir: str | os.PathLike | None = None, memory_ram_bytes: int = 1024 * 2 ** 20):
+                 memory_spill_dir: str | os.PathLike | None = None, memory_ram_bytes: int = 256 * 2 ** 20):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:

@@ -101,3 +101,20 @@ def test_core_with_memory_spill_is_bit_identical(tmp_path, seeded_prop_net, seed
         assert torch.equal(cores[0].get_prob(t), cores[1].get_prob(t))
     assert np.array_equal(cores[0].np_masks, cores[1].np_masks)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_spilled_rows_in_runs_and_gaps(tmp_path):
+    """Consecutive rows, small gaps (read through a scratch buffer), large gaps, repeats, any order."""
+    plain = _bank(torch.Generator().manual_seed(4), 30)
+    spilled = _bank(torch.Generator().manual_seed(4), 30, spill_dir=tmp_path, ram_bytes=0)
+    _, values = plain.readout()
+    _, sources = spilled.readout()
+    n = sources[1].num_rows
+    rows = values[1].permute(1, 2, 3, 0).reshape(-1, CV)
+    picks = torch.tensor([5, 0, 1, 2, 3, 9, 10, 15, 40, 41, 41, 3, n - 1, 100, 104, 109, 200, 201, 300, n - 2])
+    assert torch.equal(sources[1].gather_rows(picks), rows[picks])
+    everything = torch.arange(n).flip(0)
+    assert torch.equal(sources[1].gather_rows(everything), rows[everything])
+    every_other = torch.arange(0, n, 2)                    # more gaps than one preadv takes
+    assert torch.equal(sources[1].gather_rows(every_other), rows[every_other])
+    spilled.close()
