@@ -36,7 +36,7 @@ from inference_core.spill_file import SpillFile
 
 # a gap of at most this many unneeded rows between two needed ones is read (into a scratch buffer)
 # rather than paying another system call (a row is Cv floats, 2 KiB for the real network)
-_MAX_GAP_ROWS = 4
+_MAX_GAP_ROWS = 16
 # pieces per preadv call, well under the system's IOV_MAX (1024 on Linux)
 _MAX_PIECES = 256
 
