@@ -135,8 +135,8 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tens
             mix(start, stop, weights, torch.gather(table, 1, indices.reshape(b, c * top_k, 1).expand(-1, -1, cv)))
         return out
     # a row source may have to fetch its rows from a file: ask for several chunks' rows at once (fewer,
-    # longer reads), at most chunk_bytes of gathered values; the chunks and their products are the
-    # same as above, so the numbers are too
+    # longer reads), at most half of chunk_bytes of gathered values; the chunks and their products are
+    # the same as above, so the numbers are too
     group = _row_group(columns, top_k, cv, out.element_size(), chunk_bytes)
     for first in range(0, m, columns * group):
         bounds = [(s, min(m, s + columns)) for s in range(first, min(m, first + columns * group), columns)]
