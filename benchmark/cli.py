@@ -99,6 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "in the benchmark's work folder (as the GUI does in its workspace; numbers unchanged)")
     p.add_argument("--prob-ram-mb", type=float, default=256,
                    help="--long-clip --prob-spill: in-memory probability budget in MiB (default 256)")
+    p.add_argument("--memory-ram-mb", type=float, default=256,
+                   help="--long-clip --prob-spill: in-memory budget of the memory bank's values in MiB; the "
+                        "frames committed beyond it go to the same spill folder and the top-k readout reads "
+                        "back only the rows it selects (default 256; -1 keeps the whole bank in memory)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--_worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
@@ -128,6 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("--size W", args.size[0], 16), ("--size H", args.size[1], 16)):
         if value < low:
             raise BenchmarkError(f"{name} {value}: must be at least {low}")
+    if args.memory_ram_mb < 0 and args.memory_ram_mb != -1:
+        raise BenchmarkError(f"--memory-ram-mb {args.memory_ram_mb}: must be at least 0, or -1 (no spill)")
     try:
         args.device = resolve_device(args.device)
     except ValueError as e:
@@ -241,12 +247,15 @@ def run_long_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[s
         cfg = dict(base_cfg, mode=mode, window=args.window, annotated_frame=annotated,
                    prob_storage=args.prob_storage, feature_cache_mb=args.feature_cache_mb,
                    mem_profile=args.mem_profile, prob_ram_mb=args.prob_ram_mb,
-                   prob_spill_dir=str(work / f"spill_{mode}") if args.prob_spill else None)
+                   prob_spill_dir=str(work / f"spill_{mode}") if args.prob_spill else None,
+                   memory_ram_mb=args.memory_ram_mb if args.prob_spill and args.memory_ram_mb >= 0 else None)
         out[mode] = run_worker(cfg, work)
     notes.append("frames are generated per index (ProceduralClip), never held as a T×H×W×3 array; the pass is "
-                 "stopped after --window frames (interact_iter), the projection adds the probabilities and "
-                 "memory-bank commits a full pass would still store")
+                 "stopped after --window frames (interact_iter), the projection adds what a full pass would "
+                 "still keep in memory: probabilities (up to their RAM budget), hard masks, memory-bank keys, "
+                 "memory-bank values (up to their RAM budget) and the growth of the top-k readout's transient")
     config.update({"window": args.window, "prob_storage": args.prob_storage,
                    "feature_cache_mb": args.feature_cache_mb, "mem_profile": args.mem_profile,
-                   "prob_spill": args.prob_spill, "prob_ram_mb": args.prob_ram_mb})
+                   "prob_spill": args.prob_spill, "prob_ram_mb": args.prob_ram_mb,
+                   "memory_ram_mb": args.memory_ram_mb if args.prob_spill else -1})
     return {"schema": SCHEMA, "config": config, "long_clip": out, "skipped": skipped, "notes": notes}

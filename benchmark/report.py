@@ -104,12 +104,20 @@ def print_long_table(result: dict[str, Any]) -> None:
               f"{r['frames_propagated']} frames propagated from frame {r['annotated_frame']} "
               f"({fmt_s(r['seconds_per_frame_median'])} s/frame after the first two)")
         print(f"  options: {r['options']}")
+        bank, proj = r["memory_bank"], r["projection"]
         print(f"  pass time: {r['pass_seconds']:.0f} s; probabilities in memory at the end "
               f"{fmt_gb(r['prob_bytes_in_memory'])}, spilled to disk {fmt_gb(r['prob_bytes_spilled'])}")
+        print(f"  memory-bank values in memory {fmt_gb(bank['value_bytes_in_memory'])} (at most "
+              f"{fmt_gb(bank['value_ram_capacity_bytes'])}), spilled to disk {fmt_gb(bank['value_bytes_spilled'])}"
+              f"{'; spilled before the end of a full pass' if bank['values_spilled_by_end_of_pass'] else ''}")
         print(f"  peak RSS measured: {fmt_gb(r['peak_rss_bytes'])} (models loaded: "
               f"{fmt_gb(r['rss_bytes']['models_loaded'])}); projected at the end of a full pass: "
-              f"{fmt_gb(r['projection']['projected_full_pass_peak_rss_bytes'])}; "
+              f"{fmt_gb(proj['projected_full_pass_peak_rss_bytes'])}; "
               f"target ≤ {fmt_gb(r['target_peak_rss_bytes'])}")
+        print(f"  projection adds: probabilities {fmt_gb(proj['probabilities_remaining_frames'])}, hard masks "
+              f"{fmt_gb(proj['masks_remaining_frames'])}, memory keys {fmt_gb(proj['memory_bank_keys'])}, "
+              f"memory values in RAM {fmt_gb(proj['memory_bank_values_in_ram'])}, readout transient growth "
+              f"{fmt_gb(proj['readout_transient_growth'])}")
         print(f"  original layout: images {fmt_gb(orig['images_float32'])} + probabilities "
               f"{fmt_gb(orig['probabilities_float32'])} + 105-frame buffer "
               f"{fmt_gb(orig['feature_buffer_105_frames'])}"

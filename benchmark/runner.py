@@ -18,13 +18,14 @@ from benchmark.modes import autocast_context, precision_kwargs
 from benchmark.original_path import OriginalPath
 from benchmark.report import LONG_CLIP_TARGET_RSS, agreement_keys, time_metrics
 from benchmark.weights import load_networks
-from benchmark.workload import (MEMORY_FLOATS_PER_CELL, ProceduralClip, agreement, fbrs_clicks, one_hot,
+from benchmark.workload import (KEY_FLOATS_PER_CELL, MEMORY_FLOATS_PER_CELL, TOP_K, ProceduralClip, agreement, fbrs_clicks, one_hot,
                                 original_layout_bytes, make_scribbles, spoil_labels)
 from dataset.synthetic import make_clip
 from inference_core import InferenceCore
 from inference_core.interaction.fbrs_controller import FBRSController
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_wbg
+from model.propagation.memory import top_k_readout_scratch_bytes
 from util.memory import current_rss_bytes, peak_rss_bytes
 from util.tensor_util import compute_pad, unpad
 
@@ -209,6 +210,9 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                "feature_cache_bytes": int(cfg["feature_cache_mb"] * 2 ** 20)}
     if cfg.get("prob_spill_dir"):
         options.update(prob_spill_dir=cfg["prob_spill_dir"], prob_ram_bytes=int(cfg["prob_ram_mb"] * 2 ** 20))
+    if cfg.get("prob_spill_dir") and cfg.get("memory_ram_mb") is not None:
+        # the memory bank spills to the same folder
+        options.update(memory_spill_dir=cfg["prob_spill_dir"], memory_ram_bytes=int(cfg["memory_ram_mb"] * 2 ** 20))
     core = InferenceCore(nets["prop"], nets["fusion"], clip, k, mem_freq=cfg["mem_freq"], device=device,
                          **options, **core_kw)
     annotated = cfg["annotated_frame"]
@@ -235,19 +239,44 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     bar.finish()
     steady = frame_times[2:] if len(frame_times) > 3 else frame_times
     cells = (nh // 16) * (nw // 16)
-    memory_bytes_per_commit = k * MEMORY_FLOATS_PER_CELL * cells * 4
+    key_bytes_per_commit = k * KEY_FLOATS_PER_CELL * cells * 4
+    value_bytes_per_commit = k * (MEMORY_FLOATS_PER_CELL - KEY_FLOATS_PER_CELL) * cells * 4
     frames_stored = len(frame_times) + 1
     # bytes the store really keeps per frame (compact storage may drop derivable channels)
     prob_bytes_per_frame = core.prob_bytes // max(frames_stored, 1)
-    # what a pass over the whole clip would add on top of the measured peak: the probabilities of the
-    # frames not propagated yet, and the memory frames committed every mem_freq frames
+    # what a pass over the whole clip would add on top of the measured peak
     remaining = t_len - frames_stored
     remaining_prob_bytes = remaining * prob_bytes_per_frame
     if "prob_ram_bytes" in options:   # spilled beyond the budget: memory grows only up to it
         remaining_prob_bytes = max(0, min(remaining_prob_bytes, options["prob_ram_bytes"] - core.prob_bytes))
+    pass_frames = range(annotated + 1, t_len)
+    commits_now = len(frame_times) // cfg["mem_freq"]
+    commits_end = len(pass_frames) // cfg["mem_freq"]
+    remaining_commits = max(0, commits_end - commits_now)
+    # memory-bank values: every commit until the bank's RAM part is full (with a spill folder), the
+    # rest go to the file; keys always stay in memory
+    value_growth = min(remaining_commits * value_bytes_per_commit,
+                       max(0, core.memory_value_capacity_bytes - core.memory_value_bytes))
+    # the top-k readout's transient scratch depends on the memory length (and on whether it reads spilled
+    # rows); the measured peak holds the one of the window's memory, the projection adds its growth
+    n_now = (1 + commits_now + 1) * cells           # the interaction, the commits, the temporary slot
+    n_end = (1 + commits_end + 1) * cells
+    spills_end = core.memory_value_capacity_bytes < (1 + commits_end + 1) * value_bytes_per_commit
+    cv = MEMORY_FLOATS_PER_CELL - KEY_FLOATS_PER_CELL
+    top_k = getattr(core.prop_net, "top_k", None) or TOP_K
+    scratch_now = top_k_readout_scratch_bytes(n_now, cells, cv, top_k, row_source=core.memory_disk_bytes > 0)
+    scratch_end = top_k_readout_scratch_bytes(n_end, cells, cv, top_k, row_source=spills_end)
     projection = {"probabilities_remaining_frames": remaining_prob_bytes,
-                  "memory_bank_commits": (remaining // cfg["mem_freq"]) * memory_bytes_per_commit}
+                  "masks_remaining_frames": remaining * nh * nw,
+                  "memory_bank_keys": remaining_commits * key_bytes_per_commit,
+                  "memory_bank_values_in_ram": value_growth,
+                  "readout_transient_growth": max(0, scratch_end - scratch_now)}
     projection["projected_full_pass_peak_rss_bytes"] = peak_rss_bytes() + sum(projection.values())
+    memory_bank = {"value_bytes_in_memory": core.memory_value_bytes,
+                   "value_bytes_spilled": core.memory_disk_bytes,
+                   "value_ram_capacity_bytes": core.memory_value_capacity_bytes,
+                   "values_spilled_by_end_of_pass": bool(spills_end),
+                   "readout_scratch_bytes": {"window": scratch_now, "end_of_pass": scratch_end}}
     return {"mode": mode, "frames": t_len, "objects": k, "size": [w, h], "padded": [nw, nh],
             "options": options, "annotated_frame": annotated, "pass_length": total,
             "frames_propagated": len(frame_times),
@@ -256,6 +285,7 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "pass_seconds": float(sum(frame_times)),
             "prob_bytes_in_memory": core.prob_bytes,
             "prob_bytes_spilled": core.prob_disk_bytes,
+            "memory_bank": memory_bank,
             "rss_bytes": {"start": rss_start, "models_loaded": rss_models, "end": current_rss_bytes()},
             "peak_rss_bytes": peak_rss_bytes(),
             "masks_bytes": t_len * nh * nw,

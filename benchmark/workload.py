@@ -20,6 +20,9 @@ from benchmark.errors import BenchmarkError
 # and cell (k16 128 + v16 512): used for the original-layout estimate of the long clip
 FEATURE_FLOATS_PER_CELL = 1024 + 512 * 4 + 256 * 16 + 128 + 512
 MEMORY_FLOATS_PER_CELL = 128 + 512
+KEY_FLOATS_PER_CELL = 128
+# memory cells each query cell reads (the propagation network's top-k)
+TOP_K = 50
 # the original's query-feature buffer, in frames (mem_profile 0/1)
 ORIGINAL_BUFFER_FRAMES = 105
 

@@ -48,10 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="where the networks run: auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workspace", help="folder for autosaved masks and the session (default "
                    "workspace/<video name>)")
-    p.add_argument("--feature_cache_mb", type=int, default=1024,
+    p.add_argument("--feature_cache_mb", type=int, default=256,
                    help="memory for cached query features, which make a second propagation over the same frames "
-                        "faster (default %(default)s MiB, about 23 frames at 480p; the original keeps 105 frames, "
-                        "4.6 GB at 480p)")
+                        "faster (default %(default)s MiB, about 6 frames at 480p: with it a full pass over 1000 "
+                        "frames at 480p with 3 objects stays within 5 GB; the original keeps 105 frames, 4.6 GB "
+                        "at 480p)")
+    p.add_argument("--memory_ram_mb", type=int, default=256,
+                   help="memory for the values of a propagation's memory bank; frames committed beyond it are "
+                        "written, bit for bit, to an anonymous file in the workspace and only the rows a query "
+                        "reads are read back (default %(default)s MiB, about 25 frames at 480p with 3 objects)")
     p.add_argument("--cache_frames", type=int, default=DEFAULT_CACHE_FRAMES,
                    help="decoded frames kept in RAM (default %(default)s)")
     return p
@@ -85,7 +90,8 @@ def resolve_propagation_precision(args: argparse.Namespace, device: torch.device
 
 
 def _spill_dir(workspace: Workspace) -> Path | None:
-    """The workspace folder when probabilities can be spilled there, else None (all kept in memory)."""
+    """The workspace folder when probabilities and memory values can be spilled there, else None
+    (all kept in memory)."""
     try:
         workspace.root.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -159,6 +165,8 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
         raise SessionError(f"--mem_freq {args.mem_freq}: must be at least 1")
     if args.feature_cache_mb < 0:
         raise SessionError(f"--feature_cache_mb {args.feature_cache_mb}: must be at least 0 (0 caches nothing)")
+    if args.memory_ram_mb < 0:
+        raise SessionError(f"--memory_ram_mb {args.memory_ram_mb}: must be at least 0")
     # frames first: a bad video is reported before minutes of model loading
     if not args.images and args.video == build_parser().get_default("video") and not Path(args.video).exists():
         from util.video_io import FrameSourceError
@@ -180,12 +188,15 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     # the original runs everything under fp16 autocast on CUDA unless --no_amp; elsewhere the propagation
     # precision is the measured default of util.precision (float32 unless a faster one is proven as good)
     workspace = Workspace(Path(args.workspace) if args.workspace else default_workspace(frames))
+    spill_dir = _spill_dir(workspace)
     core = InferenceCore(networks.prop, networks.fusion, frames, int(num_objects),
                          mem_profile=args.mem_profile, mem_freq=args.mem_freq, device=device,
                          precision=precision,
-                         # probabilities beyond a RAM budget go to the workspace (bit-exact), so long
-                         # clips fit in memory; the file is anonymous and vanishes with the process
-                         prob_spill_dir=_spill_dir(workspace),
+                         # probabilities and memory-bank values beyond their RAM budgets go to the
+                         # workspace (bit-exact), so long clips fit in memory; the files are anonymous
+                         # and vanish with the process
+                         prob_spill_dir=spill_dir,
+                         memory_spill_dir=spill_dir, memory_ram_bytes=args.memory_ram_mb * 2 ** 20,
                          feature_cache_bytes=args.feature_cache_mb * 2 ** 20)
     device_text = precision_text(device, core.precision, amp)
     if fbrs_controller is None and networks.fbrs is not None:

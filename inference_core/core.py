@@ -102,6 +102,11 @@ class InferenceCore:
             working range are written, bit for bit, so that a full pass over a long clip keeps only
             ``prob_ram_bytes`` of probabilities in memory. None (default): all in memory.
         prob_ram_bytes: in-memory budget of the probabilities when ``prob_spill_dir`` is given.
+        memory_spill_dir: a folder where the memory bank of a propagation pass writes the values of
+            the frames it commits beyond ``memory_ram_bytes``, bit for bit (the keys stay in memory);
+            the readout then reads back only the rows its top-k selection needs. Needs a top-k network
+            and ``device`` CPU. None (default): the whole bank in memory.
+        memory_ram_bytes: in-memory budget of a pass's memory values when ``memory_spill_dir`` is given.
     """
 
     def __init__(self, prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None,
@@ -109,7 +114,8 @@ class InferenceCore:
                  mem_profile: int = 0, mem_freq: int = 5, device: torch.device | str | None = None,
                  *, feature_cache_bytes: int | None = None, prob_storage: str = "float32",
                  precision: str = "float32", channels_last: bool = True,
-                 prob_spill_dir: str | os.PathLike | None = None, prob_ram_bytes: int = 256 * 2 ** 20):
+                 prob_spill_dir: str | os.PathLike | None = None, prob_ram_bytes: int = 256 * 2 ** 20,
+                 memory_spill_dir: str | os.PathLike | None = None, memory_ram_bytes: int = 256 * 2 ** 20):
         if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise ValueError(f"num_objects must be an integer ≥ 1, got {num_objects!r}")
         if mem_freq < 1:
@@ -146,6 +152,15 @@ class InferenceCore:
         self._np_masks: np.ndarray = unpad(self._masks.numpy(), self.pad)[:, 0]
         self._np_masks.flags.writeable = False
         self._stale_masks: set[int] = set()
+
+        if memory_ram_bytes < 0:
+            raise ValueError(f"memory_ram_bytes must be ≥ 0, got {memory_ram_bytes}")
+        if self.device.type != "cpu" or getattr(prop_net, "top_k", 50) is None:
+            # the file path is for CPU memory, and only the top-k readout reads rows selectively
+            memory_spill_dir = None
+        self._memory_spill = {"spill_dir": memory_spill_dir, "ram_bytes": memory_ram_bytes}
+        self._memory: PassMemory | None = None   # the bank of the pass running now
+        self._memory_bytes = (0, 0, 0)            # (RAM, file, RAM capacity) bytes of the latest pass's values
 
         self._interacted: set[int] = set()
         self._certain = CertainMemory()
@@ -233,6 +248,22 @@ class InferenceCore:
         return self._probs.disk_bytes
 
     @property
+    def memory_disk_bytes(self) -> int:
+        """Bytes of memory values the current (or latest) pass spilled to ``memory_spill_dir``."""
+        return self._memory.disk_bytes if self._memory is not None else self._memory_bytes[1]
+
+    @property
+    def memory_value_bytes(self) -> int:
+        """Bytes of memory values the current (or latest) pass holds in RAM."""
+        return self._memory.ram_bytes if self._memory is not None else self._memory_bytes[0]
+
+    @property
+    def memory_value_capacity_bytes(self) -> int:
+        """Bytes of memory values the current (or latest) pass may hold in RAM at most (the whole pass
+        without ``memory_spill_dir``, about ``memory_ram_bytes`` with it)."""
+        return self._memory.ram_capacity_bytes if self._memory is not None else self._memory_bytes[2]
+
+    @property
     def prob_bytes(self) -> int:
         """Bytes held by the stored probabilities."""
         return self._probs.nbytes
@@ -302,8 +333,9 @@ class InferenceCore:
     def _compute_query(self, t: int) -> QueryFeatures:
         return self._prop_net.get_query_features(self._frames.get(t))
 
-    def _segment(self, keys: torch.Tensor, values: torch.Tensor, query: QueryFeatures) -> torch.Tensor:
-        """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame."""
+    def _segment(self, keys: torch.Tensor, values: torch.Tensor | list, query: QueryFeatures) -> torch.Tensor:
+        """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame; ``values`` is
+        what :meth:`PassMemory.readout` returns (a tensor, or K row sources when part is spilled)."""
         return self._prop_net.segment_with_features(keys, values, *query).float()
 
     @contextlib.contextmanager
@@ -360,13 +392,16 @@ class InferenceCore:
             yield 0, total
             for stop, step in ((forward_stop, +1), (backward_stop, -1)):
                 frames = self._pass(key_k, idx, stop, step)
-                while True:
-                    with self._compute():
-                        ti = next(frames, None)
-                    if ti is None:
-                        break
-                    done += 1
-                    yield done, total
+                try:
+                    while True:
+                        with self._compute():
+                            ti = next(frames, None)
+                        if ti is None:
+                            break
+                        done += 1
+                        yield done, total
+                finally:
+                    frames.close()   # a cancelled pass releases its memory bank now
         finally:
             self._refresh_masks()
 
@@ -387,7 +422,18 @@ class InferenceCore:
         frames = range(idx + step, stop, step)
         if len(frames) == 0:
             return
-        memory = PassMemory.from_certain(self._certain, idx, frames, self.mem_freq)
+        memory = self._memory = PassMemory.from_certain(self._certain, idx, frames, self.mem_freq,
+                                                        **self._memory_spill)
+        try:
+            yield from self._propagate(memory, key_k, idx, stop, frames)
+        finally:
+            # the bank lives for one pass: free its memory and its file now, keep its byte counts
+            self._memory_bytes = (memory.ram_bytes, memory.disk_bytes, memory.ram_capacity_bytes)
+            self._memory = None
+            memory.close()
+
+    def _propagate(self, memory: PassMemory, key_k: torch.Tensor, idx: int, stop: int,
+                   frames: range) -> Iterator[int]:
         fuse = stop not in (-1, self.t) and self._fuse_net is not None
         for ti in frames:
             keys, values = memory.readout()

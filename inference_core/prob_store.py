@@ -15,13 +15,14 @@ then needs memory for the working range only.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from inference_core.spill_file import SpillFile
 
 BG_INIT = 1e-7
 
@@ -155,15 +156,11 @@ class ProbStore:
 
 
 class _SpillFile:
-    """Fixed-size frame records in one anonymous file: frame ``t`` lives at ``t × frame_bytes``.
-
-    The file is unlinked as soon as it is opened, so nothing is left behind if the process dies."""
+    """Fixed-size frame records in one anonymous :class:`SpillFile`: frame ``t`` lives at
+    ``t × frame_bytes``."""
 
     def __init__(self, folder: Path, shape: tuple[int, ...], dtype: torch.dtype):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".probabilities-", suffix=".spill", dir=folder)
-        os.unlink(name)
-        self.fd: int | None = fd
+        self._file = SpillFile(folder, ".probabilities-")
         self.dtype = dtype
         self.reshape(shape)
 
@@ -173,27 +170,13 @@ class _SpillFile:
 
     def write(self, t: int, data: torch.Tensor) -> None:
         buf = data.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
-        assert len(buf) == self.frame_bytes and self.fd is not None
-        view, offset = memoryview(buf), t * self.frame_bytes
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view, offset = view[n:], offset + n
+        assert len(buf) == self.frame_bytes
+        self._file.write(t * self.frame_bytes, buf)
 
     def read(self, t: int) -> torch.Tensor:
-        assert self.fd is not None
         raw = bytearray(self.frame_bytes)
-        view, offset = memoryview(raw), t * self.frame_bytes
-        while view:
-            n = os.preadv(self.fd, [view], offset)
-            if n <= 0:
-                raise OSError(f"probability spill file ended early at frame {t}")
-            view, offset = view[n:], offset + n
+        self._file.read_into(t * self.frame_bytes, memoryview(raw))
         return torch.frombuffer(raw, dtype=torch.uint8).view(self.dtype).reshape(self.shape).clone()
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __del__(self) -> None:
-        self.close()
+        self._file.close()

@@ -104,6 +104,21 @@ def test_long_clip_tiny(tmp_path, reference_dir, weights_dir, tiny_result):
     assert r["peak_rss_bytes"] <= r["projection"]["projected_full_pass_peak_rss_bytes"]
     orig = r["original_layout_bytes"]
     assert orig["total"] == orig["images_float32"] + orig["probabilities_float32"] + orig["feature_buffer_105_frames"]
+    # without a spill folder the whole memory bank stays in RAM, and the projection counts all of it
+    assert r["memory_bank"]["value_bytes_spilled"] == 0 and not r["memory_bank"]["values_spilled_by_end_of_pass"]
+    assert r["projection"]["memory_bank_values_in_ram"] > 0 and r["projection"]["memory_bank_keys"] > 0
+
+    # probabilities and memory-bank values spilled (nothing of the bank's values kept beyond one slot)
+    spilled_out = tmp_path / "long_spill.json"
+    proc = _run(["--long-clip", "--tiny", "--threads", "1", "--quiet", "--precision", "fp32", "--reference",
+                 str(reference_dir), "--weights", str(weights_dir), "--out", str(spilled_out), "--prob-spill",
+                 "--memory-ram-mb", "0", "--window", "12"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(spilled_out.read_text())["long_clip"]["fp32"]
+    assert s["options"]["memory_ram_bytes"] == 0 and s["memory_bank"]["value_bytes_spilled"] > 0
+    assert s["memory_bank"]["values_spilled_by_end_of_pass"]
+    assert s["projection"]["memory_bank_values_in_ram"] == 0
+    assert s["peak_rss_bytes"] <= s["projection"]["projected_full_pass_peak_rss_bytes"]
 
 
 def test_original_layout_estimate():

@@ -615,17 +615,19 @@ def test_checkpoint_error_names_the_path_given(nets, video, tmp_path):
 
 
 def test_long_clip_memory_bounds_are_the_guis(nets, clip, video, tmp_path):
-    """The GUI's session keeps at most --feature_cache_mb of query features and spills probabilities
-    beyond its RAM budget to the workspace without changing a mask."""
-    plain = make_controller(nets, video, tmp_path / "ws1", feature_cache_mb=0)
+    """The GUI's session keeps at most --feature_cache_mb of query features and spills probabilities and
+    memory values beyond their RAM budgets to the workspace without changing a mask."""
+    plain = make_controller(nets, video, tmp_path / "ws1", feature_cache_mb=0, memory_ram_mb=0)
     scribble_both(plain, clip)
     run(plain.propagate())
     assert plain.core.feature_cache_frames == 1     # only the frame in use is kept
+    assert plain.core.memory_disk_bytes > 0         # every committed memory frame went to the workspace
     bounded = make_controller(nets, video, tmp_path / "ws2")
     scribble_both(bounded, clip)
     run(bounded.propagate())
     assert bounded.core.feature_cache_frames > 1
-    assert plain.core.feature_bytes < bounded.core.feature_bytes <= 1024 * 2 ** 20
+    assert bounded.core.memory_disk_bytes == 0      # a short clip fits the default budget
+    assert plain.core.feature_bytes < bounded.core.feature_bytes <= 256 * 2 ** 20
     assert np.array_equal(plain.core.np_masks, bounded.core.np_masks)
     # the spill file is anonymous: the workspace holds only the autosaved masks and the session
     assert sorted(p.name for p in (tmp_path / "ws2").iterdir()) == ["masks", "session.json"]

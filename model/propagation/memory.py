@@ -2,10 +2,17 @@
 
 All functions have no parameters. Memory positions run along dim 1 of an affinity
 ``B×N×M`` (N = T·h·w memory cells, M = h·w query cells); every query column sums to 1.
+
+The top-k readout reads one object's memory values as a table of N rows of CV floats. Its fastest
+input is a ``B×CV×N`` tensor whose storage is cell-major (stride 1 along CV, as the inference memory
+bank keeps it), so the table is a view; it also takes a :class:`RowSource`, an object that hands out
+the selected rows only (the inference core's bank when part of it lives outside RAM). The network
+itself never does I/O: the row source does.
 """
 from __future__ import annotations
 
 import math
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +59,32 @@ def readout(values: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
     return torch.bmm(values, affinity)
 
 
-def top_k_readout(mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor, top_k: int,
+@runtime_checkable
+class RowSource(Protocol):
+    """One object's memory values as ``num_rows`` rows of ``channels`` floats (row = memory cell, in
+    the order of the keys' N axis). :func:`top_k_readout` asks only for the rows it selected."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def gather_rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """``indices`` (int64, any order, repeats allowed, length L) → contiguous ``L×channels``
+        tensor, row i = row ``indices[i]``, bit for bit."""
+        ...
+
+
+def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tensor, top_k: int,
                   chunk_bytes: int = 64 * 2 ** 20) -> torch.Tensor:
     """Top-k memory readout without the dense ``N×M`` weight matrix.
 
-    mk: ``B×CK×N``, mv: ``B×CV×N``, qk: ``B×CK×M`` or ``1×CK×M`` → ``B×CV×M``. Equal to
+    mk: ``B×CK×N``, mv: ``B×CV×N`` (or, with B = 1, a :class:`RowSource` of N rows), qk: ``B×CK×M``
+    or ``1×CK×M`` → ``B×CV×M``. Equal to
     ``readout(mv, top_k_softmax_(scaled_affinity(mk, qk), top_k))`` up to the order of a sum of ``top_k``
     terms: each query cell gathers its ``top_k`` memory values instead of multiplying ``CV×N`` values by
     a column that is zero in all but ``top_k`` places (``N/top_k`` times less arithmetic), and the
@@ -64,30 +92,84 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor, top_k: i
     bounded however long the memory grows (a 1000-frame clip reaches N = 324 000 cells at 480p).
     """
     b, ck, n = mk.shape
-    cv, m = mv.shape[1], qk.shape[-1]
+    m = qk.shape[-1]
+    rows: RowSource | None = None
+    if isinstance(mv, torch.Tensor):
+        cv, dtype = mv.shape[1], mv.dtype
+    else:
+        rows, cv, dtype = mv, mv.channels, mv.dtype
+        if b != 1 or rows.num_rows != n:
+            raise ValueError(f"a row source reads one object: got B = {b}, {rows.num_rows} rows for {n} keys")
     if n < top_k:
         raise ValueError(f"top-k memory read needs at least {top_k} memory positions, got {n} "
                          "(the frame is too small: use a larger input or fewer top-k)")
     # the query is scaled before the product, as the original does; the affinity is computed
     # transposed (query cells × memory cells) so that top-k runs along contiguous memory (3× faster)
     q_rows = (qk.expand(b, -1, -1) / math.sqrt(ck)).transpose(1, 2)           # B×M×CK
-    # gathering rows of an N×CV table is contiguous, columns of CV×N would not be
-    table = mv.transpose(1, 2).contiguous()
-    out = mv.new_empty((b, cv, m))
+    # gathering rows of an N×CV table is contiguous, columns of CV×N would not be; for cell-major
+    # values (the memory bank's layout) the table is a view and this copies nothing
+    table = mv.transpose(1, 2).contiguous() if rows is None else None
+    out = mk.new_empty((b, cv, m), dtype=dtype)
     columns = max(1, min(m, chunk_bytes // max(1, n * mk.element_size())))
-    for start in range(0, m, columns):
-        stop = min(m, start + columns)
+
+    def select(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax weights and memory rows of query columns start:stop, both ``B×c×k``."""
         affinity = torch.bmm(q_rows[:, start:stop], mk)                         # B×c×N
         values, indices = torch.topk(affinity, k=top_k, dim=2)                  # B×c×k, sorted
         del affinity
         weights = torch.exp(values - values[:, :, :1])
         weights /= torch.sum(weights, dim=2, keepdim=True)
-        c = stop - start
-        picked = torch.gather(table, 1, indices.reshape(b, c * top_k, 1).expand(-1, -1, cv))  # B×(c·k)×CV
-        picked = picked.view(b, c, top_k, cv)
+        return weights, indices
+
+    def mix(start: int, stop: int, weights: torch.Tensor, picked: torch.Tensor) -> None:
+        """``picked`` ``B×(c·k)×CV`` (contiguous) → columns start:stop of ``out``."""
+        picked = picked.view(b, stop - start, top_k, cv)
         mixed = torch.matmul(weights.unsqueeze(2).to(picked.dtype), picked)    # B×c×1×CV
         out[:, :, start:stop] = mixed.squeeze(2).transpose(1, 2)
+
+    if rows is None:
+        for start in range(0, m, columns):
+            stop = min(m, start + columns)
+            weights, indices = select(start, stop)
+            c = stop - start
+            mix(start, stop, weights, torch.gather(table, 1, indices.reshape(b, c * top_k, 1).expand(-1, -1, cv)))
+        return out
+    # a row source may have to fetch its rows from a file: ask for several chunks' rows at once (fewer,
+    # longer reads), at most half of chunk_bytes of gathered values; the chunks and their products are
+    # the same as above, so the numbers are too
+    group = _row_group(columns, top_k, cv, out.element_size(), chunk_bytes)
+    for first in range(0, m, columns * group):
+        bounds = [(s, min(m, s + columns)) for s in range(first, min(m, first + columns * group), columns)]
+        selected = [select(start, stop) for start, stop in bounds]
+        picked = rows.gather_rows(torch.cat([indices.reshape(-1) for _, indices in selected]))  # (Σc·k)×CV
+        offset = 0
+        for (start, stop), (weights, _) in zip(bounds, selected):
+            size = (stop - start) * top_k
+            mix(start, stop, weights, picked[offset:offset + size].unsqueeze(0))
+            offset += size
     return out
+
+
+def _row_group(columns: int, top_k: int, cv: int, element_size: int, chunk_bytes: int) -> int:
+    """Chunks whose rows a row source fetches at once: half of ``chunk_bytes`` of gathered values (the
+    source may hold a second copy of the rows it read while it assembles them)."""
+    return max(1, chunk_bytes // 2 // max(1, columns * top_k * cv * element_size))
+
+
+def top_k_readout_scratch_bytes(n: int, m: int, cv: int, top_k: int, *, element_size: int = 4,
+                                chunk_bytes: int = 64 * 2 ** 20, row_source: bool = False) -> int:
+    """Bound of the transient bytes one :func:`top_k_readout` call allocates besides its ``B×CV×M``
+    output, for B = 1, N = ``n`` memory cells, M = ``m`` query cells: the affinity chunk and its top-k,
+    and the gathered rows (with a row source: a group of chunks' rows, and as much again for the rows
+    the source reads and reorders). Cell-major tensor values cost no table copy."""
+    columns = max(1, min(m, chunk_bytes // max(1, n * element_size)))
+    affinity = columns * n * element_size
+    selected = columns * top_k * (2 * element_size + 8)              # values, weights, int64 indices
+    picked = columns * top_k * cv * element_size
+    if not row_source:
+        return affinity + selected + 2 * picked                       # gathered rows and their mix
+    group = min(_row_group(columns, top_k, cv, element_size, chunk_bytes), -(-m // columns))
+    return max(affinity + group * selected, group * (selected + 3 * picked))
 
 
 class EvalMemoryReader(nn.Module):
@@ -96,21 +178,30 @@ class EvalMemoryReader(nn.Module):
     ``forward(mk B×CK×T×h×w, mv B×CV×T×h×w, qk 1×CK×h×w or B×CK×h×w) -> B×CV×h×w``.
     The propagation network calls it with B = 1 per object, as the original does; training reads a
     batch of samples at once (one query per sample). With top-k the readout gathers the selected
-    memory values (:func:`top_k_readout`); without, it is the dense softmax product.
+    memory values (:func:`top_k_readout`); without, it is the dense softmax product. ``mv`` may also
+    be a sequence of B = 1 :class:`RowSource` (top-k inference only).
     """
 
     def __init__(self, top_k: int | None = 50):
         super().__init__()
         self.top_k = top_k
 
-    def forward(self, mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor) -> torch.Tensor:
+    def forward(self, mk: torch.Tensor, mv: torch.Tensor | Sequence[RowSource], qk: torch.Tensor) -> torch.Tensor:
         b, ck, t, h, w = mk.shape
+        mk, qk = mk.reshape(b, ck, t * h * w), qk.reshape(qk.shape[0], ck, h * w)
+        top_k = self.top_k is not None and not torch.is_grad_enabled()
+        if not isinstance(mv, torch.Tensor):
+            if not top_k or len(mv) != 1 or b != 1:
+                raise ValueError("memory values as a row source need B = 1 and a top-k read without autograd")
+            return top_k_readout(mk, mv[0], qk, self.top_k).view(b, mv[0].channels, h, w)
         cv = mv.shape[1]
-        mk, mv, qk = mk.reshape(b, ck, t * h * w), mv.reshape(b, cv, t * h * w), qk.reshape(qk.shape[0], ck, h * w)
-        if self.top_k is not None and not torch.is_grad_enabled():
+        # a view for cell-major values (stride 1 along CV) as well as for channel-major ones
+        mv = mv.reshape(b, cv, t * h * w)
+        if top_k:
             return top_k_readout(mk, mv, qk, self.top_k).view(b, cv, h, w)
         affinity = memory_softmax(scaled_affinity(mk, qk), self.top_k)
-        return readout(mv, affinity).view(b, cv, h, w)
+        # the dense product reads channel-major values, whatever layout the caller keeps
+        return readout(mv.contiguous(), affinity).view(b, cv, h, w)
 
 
 class AttentionMemory(nn.Module):

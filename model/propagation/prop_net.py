@@ -66,8 +66,9 @@ class PropagationNetwork(PropagationEncoders):
         return f16, f8, f4, k16, v16
 
     def read_memory(self, keys: torch.Tensor, values: torch.Tensor, k16: torch.Tensor) -> torch.Tensor:
-        """Memory readout per object: keys ``K×128×T×h×w``, values ``K×512×T×h×w``, query key
-        ``1×128×h×w`` → ``K×512×h×w``. One object at a time (bounds the ``T·hw×hw`` affinity)."""
+        """Memory readout per object: keys ``K×128×T×h×w``, values ``K×512×T×h×w`` (or a list of K
+        row sources, see :class:`model.propagation.memory.RowSource`), query key ``1×128×h×w`` →
+        ``K×512×h×w``. One object at a time (bounds the ``T·hw×hw`` affinity)."""
         return torch.cat([self.memory(keys[i:i + 1], values[i:i + 1], k16) for i in range(keys.shape[0])], 0)
 
     def decode(self, readout: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, v16: torch.Tensor) -> torch.Tensor:
