@@ -80,6 +80,9 @@ def print_table(result: dict[str, Any]) -> None:
             cells.append(fmt_s(val) + (f" ({sp:.2f}×)" if sp else ""))
         rows.append((labels[m], fmt_s(BASELINE[m]), *cells))
     rows.append(("peak RSS", "—", *[fmt_gb(result["modes"][m]["peak_rss_bytes"]) for m in modes]))
+    if any(result["modes"][m].get("gpu_peak_allocated_bytes") is not None for m in modes):
+        rows.append(("peak GPU memory (allocated)", "—",
+                     *[fmt_gb(result["modes"][m].get("gpu_peak_allocated_bytes") or 0) for m in modes]))
     for key in agreement_keys(result["config"]["clicks"]):
         rows.append((f"agreement with fp32: {key}", "—",
                      *[f"{result['modes'][m]['agreement_with_fp32'][key]:.5f}" for m in modes]))

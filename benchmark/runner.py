@@ -170,7 +170,11 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         del core, s2m
 
     np.savez_compressed(cfg["masks_out"], **first_masks)
+    # on a GPU the memory that matters is the device's: the peak of the allocator (each mode runs in its
+    # own process, so the peak is this mode's)
+    gpu_peak = torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else None
     return {"mode": mode, "precision_via": via, "runs": runs, "peak_rss_bytes": peak_rss_bytes(),
+            "gpu_peak_allocated_bytes": gpu_peak,
             "run_to_run_agreement": run_agreement,
             "workload": {"round1_frame": first_idx, "round2_frame": second_idx, "s2m_frame": s2m_idx,
                          "fbrs_frame": fbrs_idx, "fbrs_clicks_xy_positive": [list(c) for c in clicks],
@@ -288,6 +292,8 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "memory_bank": memory_bank,
             "rss_bytes": {"start": rss_start, "models_loaded": rss_models, "end": current_rss_bytes()},
             "peak_rss_bytes": peak_rss_bytes(),
+            "gpu_peak_allocated_bytes": (torch.cuda.max_memory_allocated(device)
+                                         if torch.device(device).type == "cuda" else None),
             "masks_bytes": t_len * nh * nw,
             "projection": projection,
             "original_layout_bytes": original_layout_bytes(t_len, k, nh, nw),
