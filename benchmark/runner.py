@@ -222,7 +222,7 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     annotated = cfg["annotated_frame"]
     window = min(cfg["window"], t_len - annotated - 1)
     bar = Progress(f"[long clip {mode}] frames after @{annotated}", quiet)
-    frame_times, total = [], 0
+    frame_times, rss_trace, total = [], [], 0
     with autocast_context(mode, device, bool(core_kw)):
         gen = core.interact_iter(one_hot(clip.labels(annotated), k), annotated)
         try:
@@ -234,6 +234,7 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                 _sync(device)
                 now = time.perf_counter()
                 frame_times.append(now - start)
+                rss_trace.append(current_rss_bytes())    # the whole pass's curve, not just its peak
                 start = now
                 bar.step()
                 if done >= window:
@@ -286,6 +287,7 @@ def long_clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "frames_propagated": len(frame_times),
             "seconds_per_frame_median": float(np.median(steady)) if steady else None,
             "frame_seconds": frame_times,
+            "rss_bytes_per_frame": rss_trace,
             "pass_seconds": float(sum(frame_times)),
             "prob_bytes_in_memory": core.prob_bytes,
             "prob_bytes_spilled": core.prob_disk_bytes,

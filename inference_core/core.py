@@ -35,6 +35,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
+from util.memory import release_free_heap
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
 
@@ -435,7 +436,11 @@ class InferenceCore:
     def _propagate(self, memory: PassMemory, key_k: torch.Tensor, idx: int, stop: int,
                    frames: range) -> Iterator[int]:
         fuse = stop not in (-1, self.t) and self._fuse_net is not None
-        for ti in frames:
+        for i, ti in enumerate(frames):
+            if i % self.mem_freq == self.mem_freq - 1:
+                # freed frame-sized tensors leave holes in the C heap that stay resident; over a long
+                # pass they add up to gigabytes (see util.memory.release_free_heap)
+                release_free_heap()
             keys, values = memory.readout()
             if self.memory_trace is not None:
                 self.memory_trace(ti, memory.frames_in_readout())

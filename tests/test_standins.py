@@ -53,3 +53,11 @@ def test_standin_reaches_its_recorded_held_out_score():
     clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]))
     result = evaluate_propagation(load_propagation(path), clips, ("float32",))
     assert result.jf["float32"] >= recorded - 0.01, result.per_clip
+
+
+@pytest.mark.parametrize("argv, flag", [(["--bn-freeze", "1.5"], "--bn-freeze 1.5"),
+                                        (["--warm", "0.7", "0.3"], "--warm 0.7 0.3")])
+def test_bad_schedule_fractions_are_one_line_errors(tmp_path, capsys, argv, flag):
+    assert make_standins.main(["--tiny", *argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {flag}:")

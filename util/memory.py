@@ -50,3 +50,29 @@ def peak_rss_bytes() -> int:
 def current_rss_mib() -> float:
     """:func:`current_rss_bytes` in MiB (the GUI's status line)."""
     return current_rss_bytes() / 2 ** 20
+
+
+_LIBC = None
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); True if it ran.
+
+    Why: below glibc's mmap threshold, which it raises up to 32 MiB as large blocks are freed, tensors
+    come from the heap. A long propagation frees and allocates frame-sized tensors among long-lived ones
+    (cached features, probabilities, memory keys), and the freed holes stay resident: measured on a
+    1000-frame 480p pass, resident memory grew by ~5.6 MB per frame with nothing alive to show for it.
+    ``malloc_trim`` returns every free page, inside the heap too. Elsewhere (no glibc) it does nothing.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+            libc = ctypes.CDLL("libc.so.6")
+            _LIBC = libc if hasattr(libc, "malloc_trim") else False
+        except OSError:
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
