@@ -35,7 +35,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
-from util.memory import release_free_heap
+from util.memory import map_large_allocations
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
 
@@ -124,6 +124,9 @@ class InferenceCore:
         if mem_profile not in _PROFILE_CACHE_FRAMES:
             raise ValueError(f"mem_profile must be 0, 1, 2 or 3, got {mem_profile!r}")
         self.device, self.precision = resolve_device_precision(device, precision)
+        # frame-sized tensors freed every frame would otherwise fragment the C heap and stay resident
+        # over a long pass (gigabytes at 1000 frames): large blocks are memory-mapped instead
+        map_large_allocations()
         self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self._prop_net = prop_net.to(self.device, memory_format=layout)
@@ -436,11 +439,7 @@ class InferenceCore:
     def _propagate(self, memory: PassMemory, key_k: torch.Tensor, idx: int, stop: int,
                    frames: range) -> Iterator[int]:
         fuse = stop not in (-1, self.t) and self._fuse_net is not None
-        for i, ti in enumerate(frames):
-            if i % self.mem_freq == self.mem_freq - 1:
-                # freed frame-sized tensors leave holes in the C heap that stay resident; over a long
-                # pass they add up to gigabytes (see util.memory.release_free_heap)
-                release_free_heap()
+        for ti in frames:
             keys, values = memory.readout()
             if self.memory_trace is not None:
                 self.memory_trace(ti, memory.frames_in_readout())
