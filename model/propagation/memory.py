@@ -128,11 +128,15 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tens
         out[:, :, start:stop] = mixed.squeeze(2).transpose(1, 2)
 
     if rows is None:
+        row_offsets = torch.arange(b, device=mk.device).view(b, 1, 1) * n
         for start in range(0, m, columns):
             stop = min(m, start + columns)
             weights, indices = select(start, stop)
-            c = stop - start
-            mix(start, stop, weights, torch.gather(table, 1, indices.reshape(b, c * top_k, 1).expand(-1, -1, cv)))
+            # whole rows copied by index_select from the (B·N)×CV table: the same rows as an element-wise
+            # gather, 2× (float32) to 6× (bfloat16) faster
+            rows_of = indices if b == 1 else indices + row_offsets
+            picked = table.view(b * n, cv).index_select(0, rows_of.reshape(-1)).view(b, -1, cv)
+            mix(start, stop, weights, picked)
         return out
     # a row source may have to fetch its rows from a file: ask for several chunks' rows at once (fewer,
     # longer reads), at most half of chunk_bytes of gathered values; the chunks and their products are
