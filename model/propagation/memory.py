@@ -134,8 +134,7 @@ def top_k_readout(mk: torch.Tensor, mv: torch.Tensor | RowSource, qk: torch.Tens
             weights, indices = select(start, stop)
             # whole rows copied by index_select from the (B·N)×CV table: the same rows as an element-wise
             # gather, 2× (float32) to 6× (bfloat16) faster
-            rows_of = indices if b == 1 else indices + row_offsets
-            picked = table.view(b * n, cv).index_select(0, rows_of.reshape(-1)).view(b, -1, cv)
+            picked = table.view(b * n, cv).index_select(0, (indices + row_offsets).reshape(-1)).view(b, -1, cv)
             mix(start, stop, weights, picked)
         return out
     # a row source may have to fetch its rows from a file: ask for several chunks' rows at once (fewer,
