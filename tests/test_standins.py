@@ -61,3 +61,29 @@ def test_bad_schedule_fractions_are_one_line_errors(tmp_path, capsys, argv, flag
     assert make_standins.main(["--tiny", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {flag}:")
+
+
+def test_batchnorm_recalibration_uses_exact_statistics_of_whole_training_frames():
+    """After recalibration the first BatchNorm of the query encoder holds the mean and (unbiased) variance of
+    its input over the training clip's frames, whatever the training statistics were; weights are unchanged."""
+    from dataset.range_transform import im_normalization
+    from model.propagation.prop_net import PropagationNetwork
+
+    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(["--tiny", "--train-clips", "1"]))
+    torch.manual_seed(0)
+    net = PropagationNetwork().eval()
+    bn = net.rgb_encoder.bn1
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+
+    make_standins.recalibrate_batchnorm(net, settings)
+
+    clip = next(make_standins.training_clips(settings))
+    frames = im_normalization(torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255)
+    with torch.no_grad():
+        x = net.rgb_encoder.conv1(frames)
+    torch.testing.assert_close(bn.running_mean, x.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, x.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+    assert not net.training and bn.momentum == 0.1  # back to inference mode and the layer's own momentum
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
