@@ -48,9 +48,11 @@ def held_out_clips(num_clips: int = 4, num_frames: int = 16, size: tuple[int, in
 
 
 def propagate_clip(prop_net: torch.nn.Module, clip: Clip, precision: str = "float32",
-                   device: torch.device | str = "cpu") -> np.ndarray:
-    """Labels ``T×H×W`` uint8 of ``clip`` propagated from its frame-0 ground truth."""
-    core = InferenceCore(prop_net, None, list(clip.frames), clip.num_objects, device=device, precision=precision)
+                   device: torch.device | str = "cpu", **core_options) -> np.ndarray:
+    """Labels ``T×H×W`` uint8 of ``clip`` propagated from its frame-0 ground truth (``core_options``:
+    further :class:`InferenceCore` arguments, e.g. ``prob_storage``)."""
+    core = InferenceCore(prop_net, None, list(clip.frames), clip.num_objects, device=device, precision=precision,
+                         **core_options)
     first = torch.from_numpy(clip.labels[0]).long()
     onehot = torch.stack([(first == k + 1) for k in range(clip.num_objects)]).float().unsqueeze(1)
     onehot = apply_pad(onehot, core.pad)

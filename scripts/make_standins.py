@@ -9,8 +9,8 @@ This script makes a propagation checkpoint that actually follows objects, reprod
    layout of ``propagation_model.pth``) with the project's trainer (:class:`train_propagation.
    PropagationTrainer`, :class:`dataset.vos_dataset.VOSDataset`, the bootstrapped CE of
    :mod:`model.losses`). Differences from the original schedule, because there is no ImageNet-pretrained
-   encoder here: BatchNorm in training mode (random running statistics are meaningless), frozen for the
-   last quarter so the network adapts to the statistics inference uses, a higher learning rate, the
+   encoder here: every encoder bottleneck starts as the identity (``--zero-init-residual``), BatchNorm in
+   training mode (random running statistics are meaningless), a higher learning rate, the
    hard-pixel warm-up scaled to the short run, a small crop, a bf16 training forward where the CPU has
    native bf16;
 3. recomputes the BatchNorm statistics on whole training frames (:func:`recalibrate_batchnorm`,
@@ -22,7 +22,7 @@ This script makes a propagation checkpoint that actually follows objects, reprod
 
 Usage::
 
-    python scripts/make_standins.py                 # ~/.cache/fastermivos/standins/ (about 20 min on 2 cores)
+    python scripts/make_standins.py                 # ~/.cache/fastermivos/standins/ (about an hour on 2 cores)
     python scripts/make_standins.py --tiny --out /tmp/standins   # a few iterations (CI smoke run)
 
 Fusion stand-ins are not made yet (see ``standins.json``: ``"fusion": null``).
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the checkpoints and standins.json")
     p.add_argument("--tiny", action="store_true", help="a few iterations on tiny clips (smoke run, seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training clips, weights and sampling")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations (default 240; tiny 3)")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations (default 900; tiny 3)")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop training after this many minutes even before --iterations (default: no limit)")
     p.add_argument("--crop", type=int, default=None, help="training crop (default 96; tiny 64)")
@@ -71,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=0, help="held-out float32 J&F every N iterations (0: end only)")
     p.add_argument("--warm", type=float, nargs=2, default=(0.3, 0.7), metavar=("START", "END"),
                    help="hard-pixel bootstrapping: plain CE before START, top 15 %% from END (fractions of the run)")
-    p.add_argument("--bn-freeze", type=float, default=0.75, metavar="FRACTION",
-                   help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction on")
+    p.add_argument("--bn-freeze", type=float, default=1.0, metavar="FRACTION",
+                   help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction of "
+                        "the run on (default 1: never; the statistics are recomputed after training)")
+    p.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
+                   help="start every encoder bottleneck as the identity (last BatchNorm scale 0; default on)")
+    p.add_argument("--freeze-encoders", action="store_true",
+                   help="train only the key/value projections and the decoder (the ResNet trunks keep their "
+                        "initialisation; about three times cheaper per iteration)")
     p.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_false",
                    help="keep the BatchNorm statistics of training instead of recomputing them on whole "
                         "training frames after training (and before every --eval-every evaluation)")
@@ -86,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_settings(args: argparse.Namespace) -> dict:
     tiny = args.tiny
     s = {"seed": args.seed, "tiny": tiny,
-         "iterations": args.iterations if args.iterations is not None else (3 if tiny else 240),
+         "iterations": args.iterations if args.iterations is not None else (3 if tiny else 900),
          "crop": args.crop if args.crop is not None else (64 if tiny else 96),
          "batch": args.batch if not tiny else 2, "lr": args.lr, "minutes": args.minutes,
          "train_clips": args.train_clips if args.train_clips is not None else (3 if tiny else 48),
@@ -96,7 +102,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          "eval_size": [160, 128],
          "eval_frames": 5 if tiny else 16, "max_jump": args.max_jump,
          "warm": list(args.warm), "bn_freeze": args.bn_freeze,
-         "bn_recalibrate": args.bn_recalibrate, "train_precision": _train_precision(args.train_precision),
+         "bn_recalibrate": args.bn_recalibrate, "zero_init_residual": args.zero_init_residual,
+         "freeze_encoders": args.freeze_encoders, "train_precision": _train_precision(args.train_precision),
          "eval_every": args.eval_every, "objects": [2, 3, 1]}
     for name in ("iterations", "crop", "batch", "train_clips", "eval_clips"):
         if s[name] < 1:
@@ -182,6 +189,11 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     loader = DataLoader(dataset, settings["batch"], shuffle=True, drop_last=True, num_workers=0,
                         generator=generator)
     network = PropagationTrainingNetwork(single_object=False)
+    if settings["zero_init_residual"]:
+        zero_init_residual(network)
+    if settings["freeze_encoders"]:
+        for encoder in (network.rgb_encoder, network.mask_rgb_encoder):
+            encoder.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["lr"],
                                  weight_decay=1e-7)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
@@ -226,6 +238,21 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
             break
     settings["iterations_done"] = it
     return network, curve
+
+
+def zero_init_residual(network: torch.nn.Module) -> int:
+    """Zero the scale of the last BatchNorm of every ResNet bottleneck (both encoders), so that each block
+    starts as the identity and the encoders first pass the stem's colour and texture features through.
+    From random initialisation this trains deep ResNets faster (Goyal et al. 2017, torchvision's
+    ``zero_init_residual``). Returns the number of blocks changed."""
+    from torchvision.models.resnet import Bottleneck
+
+    from model.propagation.modules import BiasedBottleneck
+    blocks = [m for m in network.modules() if isinstance(m, (Bottleneck, BiasedBottleneck))]
+    with torch.no_grad():
+        for block in blocks:
+            block.bn3.weight.zero_()
+    return len(blocks)
 
 
 def _train_iou(trainer, data) -> float:

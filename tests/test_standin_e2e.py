@@ -83,8 +83,11 @@ def test_propagate_py_follows_the_objects(standin, tmp_path):
     predicted = np.stack([load_mask_png(out / f"{t:05d}.png") for t in range(clip.num_frames)])
     assert np.array_equal(predicted[0], clip.labels[0])
     jf = _jf(clip, predicted)
-    core = _jf(clip, propagate_clip(standin["net"], clip))
-    assert abs(jf - core) <= SAME_JF, (jf, core)
+    # propagate.py keeps probabilities as uint16 (steps of 1.5e-5): the core with the same storage is its
+    # reference; against float32 storage a weak network's near-tied pixels may flip
+    same_storage = propagate_clip(standin["net"], clip, prob_storage="uint16")
+    assert (predicted == same_storage).mean() >= 0.999
+    assert abs(jf - _jf(clip, same_storage)) <= SAME_JF
     assert jf >= standin["floor"], (jf, standin["recorded"])
 
 
