@@ -11,7 +11,7 @@ This script makes a propagation checkpoint that actually follows objects, reprod
    :mod:`model.losses`). Differences from the original schedule, because there is no ImageNet-pretrained
    encoder here: every encoder bottleneck starts as the identity (``--zero-init-residual``), BatchNorm in
    training mode (random running statistics are meaningless), a higher learning rate, the
-   hard-pixel warm-up scaled to the short run, a small crop, a bf16 training forward where the CPU has
+   hard-pixel bootstrapping off by default (``--warm``), a small crop, a bf16 training forward where the CPU has
    native bf16;
 3. recomputes the BatchNorm statistics on whole training frames (:func:`recalibrate_batchnorm`,
    ``--no-bn-recalibrate`` keeps those of training);
@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default 6)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--eval-every", type=int, default=0, help="held-out float32 J&F every N iterations (0: end only)")
-    p.add_argument("--warm", type=float, nargs=2, default=(0.3, 0.7), metavar=("START", "END"),
-                   help="hard-pixel bootstrapping: plain CE before START, top 15 %% from END (fractions of the run)")
+    p.add_argument("--warm", type=float, nargs=2, default=(1.0, 1.0), metavar=("START", "END"),
+                   help="hard-pixel bootstrapping: plain CE before START, top 15 %% from END (fractions of the "
+                        "run; default 1 1: plain CE throughout, which followed held-out objects better)")
     p.add_argument("--bn-freeze", type=float, default=1.0, metavar="FRACTION",
                    help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction of "
                         "the run on (default 1: never; the statistics are recomputed after training)")
@@ -200,7 +201,7 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
                            save_interval=10 ** 9, save_prefix=None)
     trainer = StandinTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
-    # hard-pixel bootstrapping scaled to the short run: plain CE for the first 30 %, top 15 % from 70 %
+    # hard-pixel bootstrapping scaled to the short run (--warm fractions; 1 1 = plain CE throughout)
     start_warm, end_warm = settings["warm"]
     trainer.loss_computer = PropagationLossComputer(start_warm=int(start_warm * iterations),
                                                     end_warm=max(int(end_warm * iterations), int(start_warm * iterations) + 1))
