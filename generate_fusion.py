@@ -99,6 +99,42 @@ def save_probability_png(path: Path, prob_u8: np.ndarray) -> None:
             raise OSError(f"{path}: could not write the PNG")
 
 
+def write_video_passes(prop_net, rgb, gt, labels: Sequence[int], out_dir: Path, separation: int, mem_freq: int,
+                       prop_range: int | None = None) -> int:
+    """Fusion data of one video under ``out_dir`` (``<ref %05d>/<label %05d>/<frame %05d>.png``).
+
+    ``rgb``: normalised frames ``T×3×H×W``; ``gt``: one-hot masks ``K×T×1×H×W`` on the network's device;
+    ``labels``: the label value of each of the K objects. From every reference ``0, separation, …`` the
+    visible objects' ground truth is propagated over the whole video (``prop_range`` None, DAVIS) or
+    over ``[ref − range, ref + range]`` (BL30K). Returns the number of reference passes written.
+    """
+    import torch
+
+    from inference_core.fusion_generator import FusionGenerator
+
+    total_t = rgb.shape[0]
+    passes = 0
+    with torch.no_grad():
+        generator = FusionGenerator(prop_net, rgb, mem_freq)
+        for ref in range(0, total_t, separation):
+            visible = [k for k in range(gt.shape[0]) if int((gt[k, ref] > 0.5).sum()) > MIN_OBJECT_PIXELS]
+            visible = visible[:MAX_OBJECTS]
+            if not visible:
+                continue
+            if prop_range is None:
+                left, right = 0, total_t - 1
+            else:
+                left, right = max(0, ref - prop_range), min(total_t - 1, ref + prop_range)
+            ref_dir = out_dir / f"{ref:05d}"
+            for f, prob in generator.propagate(gt[visible, ref], ref, left, right):
+                # truncation (not rounding), as the original's astype(uint8)
+                prob_u8 = (prob[1:] * 255).cpu().numpy().astype(np.uint8)
+                for j, k in enumerate(visible):
+                    save_probability_png(ref_dir / f"{labels[k]:05d}" / f"{f:05d}.png", prob_u8[j])
+            passes += 1
+    return passes
+
+
 def generate(args: argparse.Namespace) -> int:
     """Run the generation (this process's share of the videos under torchrun, see :mod:`util.batch`);
     return the exit code (1 when a video failed)."""
@@ -118,9 +154,6 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
-    import torch
-
-    from inference_core.fusion_generator import FusionGenerator
     from model.factory import load_propagation
     from util.batch import WorkItem, dataset_loader, file_identity, report_failures, run_batch, summary_line
 
@@ -137,29 +170,11 @@ def _generate_videos(args: argparse.Namespace, ctx, dataset) -> int:
     def process(item: WorkItem, data: dict) -> dict:
         name = data["info"]["name"]
         labels = [int(x) for x in data["info"]["labels"]]
-        gt = data["gt"].to(device)                      # K×T×1×H×W
-        total_t = data["rgb"].shape[0]
-        passes = 0
         remove_partial_writes(out_root / name)   # left by a run killed while it wrote this video
-        with torch.no_grad():
-            generator = FusionGenerator(prop_net, data["rgb"].to(device), args.mem_freq)
-            for ref in range(0, total_t, args.separation):
-                visible = [k for k in range(gt.shape[0]) if int((gt[k, ref] > 0.5).sum()) > MIN_OBJECT_PIXELS]
-                visible = visible[:MAX_OBJECTS]
-                if not visible:
-                    continue
-                if args.dataset == "DAVIS":
-                    left, right = 0, total_t - 1
-                else:
-                    left, right = max(0, ref - args.range), min(total_t - 1, ref + args.range)
-                ref_dir = out_root / name / f"{ref:05d}"
-                for f, prob in generator.propagate(gt[visible, ref], ref, left, right):
-                    # truncation (not rounding), as the original's astype(uint8)
-                    prob_u8 = (prob[1:] * 255).cpu().numpy().astype(np.uint8)
-                    for j, k in enumerate(visible):
-                        save_probability_png(ref_dir / f"{labels[k]:05d}" / f"{f:05d}.png", prob_u8[j])
-                passes += 1
-        return {"passes": passes, "references": len(range(0, total_t, args.separation))}
+        passes = write_video_passes(prop_net, data["rgb"].to(device), data["gt"].to(device), labels,
+                                    out_root / name, args.separation, args.mem_freq,
+                                    args.range if args.dataset == "BL" else None)
+        return {"passes": passes, "references": len(range(0, data["rgb"].shape[0], args.separation))}
 
     start = time.time()
     outcome = run_batch(ctx, items, process, out_root, settings, load=dataset_loader(dataset))

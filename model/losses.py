@@ -15,7 +15,7 @@ def bootstrap_fraction(it: int, start_warm: int, end_warm: int, top_p: float = 0
     down to ``top_p`` at ``end_warm`` and constant after (p = top_p + (1-top_p)(end-it)/(end-start))."""
     if it < start_warm:
         return 1.0
-    if it > end_warm:
+    if it >= end_warm:  # also a zero-length warm-up (start == end): no division by zero
         return top_p
     return top_p + (1 - top_p) * ((end_warm - it) / (end_warm - start_warm))
 

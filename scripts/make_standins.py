@@ -17,15 +17,20 @@ This script makes a propagation checkpoint that actually follows objects, reprod
    ``--no-bn-recalibrate`` keeps those of training);
 4. evaluates J&F on held-out clips (other seeds) in float32 and bfloat16 and the pixel agreement of
    bfloat16 with float32 (:mod:`inference_core.standin_eval`);
-5. writes ``<out>/propagation_model.pth`` (loads with ``model.factory.load_propagation``, strict) and
-   ``<out>/standins.json`` (settings, learning curve, held-out numbers).
+5. makes fusion training data from the training clips with that propagation stand-in (``generate_fusion.py``'s
+   pass from every ``--fusion-separation``-th frame) and trains :class:`model.fusion_net.FusionNet` with the
+   project's fusion trainer (:class:`train.FusionTrainer`, :class:`dataset.fusion_dataset.FusionDataset`);
+6. judges the fusion stand-in on a second round of the held-out clips (the last frame's ground truth after
+   frame 0's: the backward pass is fused with round 1) against the same round without fusion
+   (:func:`inference_core.standin_eval.evaluate_fusion`), in float32 and bfloat16;
+7. writes ``<out>/propagation_model.pth`` and ``<out>/fusion.pth`` (load with ``model.factory.load_propagation``
+   / ``load_fusion``, strict) and ``<out>/standins.json`` (settings, learning curves, held-out numbers).
 
 Usage::
 
     python scripts/make_standins.py                 # ~/.cache/fastermivos/standins/ (about an hour on 2 cores)
     python scripts/make_standins.py --tiny --out /tmp/standins   # a few iterations (CI smoke run)
-
-Fusion stand-ins are not made yet (see ``standins.json``: ``"fusion": null``).
+    python scripts/make_standins.py --only fusion    # the fusion stand-in again, on the propagation one in place
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from util import cli  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "fastermivos" / "standins"
 PROP_FILE = "propagation_model.pth"
+FUSION_FILE = "fusion.pth"
 REPORT_FILE = "standins.json"
 
 
@@ -64,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop training after this many minutes even before --iterations (default: no limit)")
     p.add_argument("--crop", type=int, default=None, help="training crop (default 96; tiny 64)")
     p.add_argument("--batch", type=int, default=2, help="samples per iteration")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (decayed ×0.1 at 80 %%)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (see --schedule)")
+    p.add_argument("--schedule", choices=("step", "cosine"), default="step",
+                   help="learning rate over the run: step (×0.1 at 80 %%, default) or cosine (to 0 at the end)")
     p.add_argument("--train-clips", type=int, default=None, help="generated training clips (default 48)")
     p.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default 6)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -87,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast dtype of the training forward; auto: bfloat16 on CPUs with native bf16 "
                         "(AVX-512-BF16/AMX: faster), else float32")
     p.add_argument("--max-jump", type=int, default=3, help="largest frame gap between the three sampled frames")
+    p.add_argument("--only", choices=("propagation", "fusion"), default=None,
+                   help="make one stand-in: propagation, or fusion on the propagation stand-in already in --out "
+                        "(default: both, propagation first)")
+    f = p.add_argument_group("fusion stand-in")
+    f.add_argument("--fusion-iterations", type=int, default=None, help="fusion training iterations (default 600; tiny 2)")
+    f.add_argument("--fusion-batch", type=int, default=None, help="fusion samples per iteration (default 4)")
+    f.add_argument("--fusion-crop", type=int, default=None, help="fusion training crop (default 96; tiny 48)")
+    f.add_argument("--fusion-lr", type=float, default=1e-4, help="fusion Adam learning rate (×0.1 at 80 %%)")
+    f.add_argument("--fusion-separation", type=int, default=3,
+                   help="frames between the reference frames of the fusion data (generate_fusion.py --separation)")
     return p
 
 
@@ -95,26 +113,35 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     s = {"seed": args.seed, "tiny": tiny,
          "iterations": args.iterations if args.iterations is not None else (3 if tiny else 900),
          "crop": args.crop if args.crop is not None else (64 if tiny else 96),
-         "batch": args.batch if not tiny else 2, "lr": args.lr, "minutes": args.minutes,
+         "batch": args.batch if not tiny else 2, "lr": args.lr, "schedule": args.schedule, "minutes": args.minutes,
          "train_clips": args.train_clips if args.train_clips is not None else (3 if tiny else 48),
          "eval_clips": args.eval_clips if args.eval_clips is not None else (1 if tiny else 6),
-         "clip_size": [64, 48] if tiny else [160, 128], "clip_frames": 6 if tiny else 12,
+         "clip_size": [160, 80] if tiny else [160, 128], "clip_frames": 6 if tiny else 12,
          # held-out clips: the top-50 memory read needs >= 50 positions at stride 16 (160×128: 80)
          "eval_size": [160, 128],
          "eval_frames": 5 if tiny else 16, "max_jump": args.max_jump,
          "warm": list(args.warm), "bn_freeze": args.bn_freeze,
          "bn_recalibrate": args.bn_recalibrate, "zero_init_residual": args.zero_init_residual,
          "freeze_encoders": args.freeze_encoders, "train_precision": _train_precision(args.train_precision),
-         "eval_every": args.eval_every, "objects": [2, 3, 1]}
-    for name in ("iterations", "crop", "batch", "train_clips", "eval_clips"):
+         "eval_every": args.eval_every, "objects": [2, 3, 1], "only": args.only,
+         "fusion_iterations": args.fusion_iterations if args.fusion_iterations is not None else (2 if tiny else 600),
+         "fusion_batch": args.fusion_batch if args.fusion_batch is not None else (2 if tiny else 4),
+         "fusion_crop": args.fusion_crop if args.fusion_crop is not None else (48 if tiny else 96),
+         "fusion_lr": args.fusion_lr, "fusion_separation": args.fusion_separation, "fusion_mem_freq": 5}
+    for name in ("iterations", "crop", "batch", "train_clips", "eval_clips", "fusion_iterations", "fusion_batch",
+                 "fusion_crop", "fusion_separation"):
         if s[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be at least 1")
     if s["bn_freeze"] is not None and not 0.0 <= s["bn_freeze"] <= 1.0:
         raise ValueError(f"--bn-freeze {s['bn_freeze']}: must be a fraction of the run between 0 and 1")
     if not 0.0 <= s["warm"][0] <= s["warm"][1] <= 1.0:
         raise ValueError(f"--warm {s['warm'][0]} {s['warm'][1]}: must be fractions 0 ≤ START ≤ END ≤ 1")
-    if s["crop"] % 16:
-        raise ValueError(f"--crop {s['crop']}: must be a multiple of 16 (the network's stride)")
+    for name in ("crop", "fusion_crop"):
+        if s[name] % 16:
+            raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be a multiple of 16 (the network's stride)")
+        if name == "fusion_crop" and s[name] > min(s["clip_size"]):  # fusion crops without resizing
+            raise ValueError(f"--{name.replace('_', '-')} {s[name]}: larger than the generated clips "
+                             f"({s['clip_size'][0]}×{s['clip_size'][1]}); use at most {min(s['clip_size'])}")
     return s
 
 
@@ -197,7 +224,10 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
             encoder.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["lr"],
                                  weight_decay=1e-7)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
+    if settings.get("schedule", "step") == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
+    else:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
     config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
                            save_interval=10 ** 9, save_prefix=None)
     trainer = StandinTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
@@ -323,35 +353,159 @@ def held_out(net: torch.nn.Module, settings: dict, precisions: Sequence[str]):
     return evaluate_propagation(net, clips, precisions)
 
 
+def write_fusion_data(prop_net: torch.nn.Module, data_root: Path, fusion_root: Path, settings: dict) -> int:
+    """``fusion_root/standin/<clip>/<ref>/<label>/<frame>.png``: the training clips propagated by the
+    propagation stand-in alone from every ``fusion_separation``-th frame (``generate_fusion.py``'s DAVIS
+    pass). Returns the number of reference passes."""
+    from dataset.range_transform import im_normalization
+    from generate_fusion import write_video_passes
+    passes = 0
+    for i, clip in enumerate(training_clips(settings)):
+        rgb = im_normalization(torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255)
+        labels = torch.from_numpy(clip.labels).long()
+        gt = torch.stack([labels == k + 1 for k in range(clip.num_objects)]).float().unsqueeze(2)  # K×T×1×H×W
+        passes += write_video_passes(prop_net, rgb, gt, list(range(1, clip.num_objects + 1)),
+                                     fusion_root / "standin" / f"train-{i:04d}", settings["fusion_separation"],
+                                     settings["fusion_mem_freq"])
+    return passes
+
+
+def train_fusion(settings: dict, data_root: Path, prop_path: Path, log=print) -> tuple[torch.nn.Module, list]:
+    """Train FusionNet on fusion data of the propagation stand-in ``prop_path`` (``train.py``'s trainer,
+    loss and dataset); returns (network in eval mode, learning curve rows)."""
+    from torch.utils.data import DataLoader
+
+    from dataset.fusion_dataset import FusionDataset
+    from model.factory import load_attention_reader, load_propagation
+    from model.fusion_net import FusionNet
+    from train import FusionTrainer
+    from util.distributed import init_distributed
+    from util.trainer import TrainerConfig
+
+    iterations = settings["fusion_iterations"]
+    t0 = time.time()
+    passes = write_fusion_data(load_propagation(prop_path), data_root, data_root / "fusion", settings)
+    log(f"fusion data: {passes} reference passes ({time.time() - t0:.0f} s)")
+
+    class StandinFusionTrainer(FusionTrainer):
+        last_outputs: dict = {}
+
+        def compute(self, data: dict, it: int):
+            losses, outputs = super().compute(data, it)
+            self.last_outputs = outputs
+            return losses, outputs
+
+    seed_all(settings["seed"])
+    dataset = FusionDataset(data_root / "JPEGImages", data_root / "Annotations", data_root / "fusion",
+                            crop_size=settings["fusion_crop"], verbose=False)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    loader = DataLoader(dataset, settings["fusion_batch"], shuffle=True, drop_last=True, num_workers=0,
+                        generator=generator)
+    network = FusionNet()
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["fusion_lr"],
+                                 weight_decay=1e-7)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
+    config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
+                           save_interval=10 ** 9, save_prefix=None)
+    trainer = StandinFusionTrainer(init_distributed(), network, load_attention_reader(prop_path), optimizer,
+                                   scheduler, config, logger=None)
+    trainer.train_mode()
+    curve: list[dict] = []
+    start = time.time()
+    it, window = 0, []
+    report = max(1, min(25, iterations // 10))
+    while it < iterations:
+        for data in loader:
+            trainer.train_iteration(data, it)
+            it += 1
+            window.append(trainer.loss_history[-1])
+            if it % report == 0 or it == iterations:
+                gt = torch.cat([data["gt"], data["gt2"]]) > 0.5
+                pred = torch.cat([trainer.last_outputs["mask"][:, 1:2], trainer.last_outputs["mask"][:, 2:3]]) > 0.5
+                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60,
+                       "train_iou": float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))}
+                curve.append(row)
+                log(f"fusion it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
+                    f"({row['minutes']:.1f} min)")
+                window = []
+            if it >= iterations:
+                break
+    network.eval()
+    return network, curve
+
+
+def fusion_held_out(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, settings: dict,
+                    precisions: Sequence[str]):
+    from inference_core.standin_eval import evaluate_fusion, held_out_clips
+    clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]),
+                           num_objects=(2, 3))
+    return evaluate_fusion(prop_net, fuse_net, clips, precisions)
+
+
 def run(settings: dict, out: Path, log=print) -> dict:
-    """Train, evaluate and write the stand-ins under ``out``; returns the report (also in standins.json)."""
-    from util.fileio import atomic_write_text
+    """Train, evaluate and write the stand-ins under ``out``; returns the report (also in standins.json).
+
+    ``settings["only"]``: None (both), ``"propagation"``, or ``"fusion"`` (on ``out``'s propagation
+    stand-in, whose report entry is kept; with ``"propagation"`` a fusion entry already there is dropped,
+    since it was made on the previous propagation stand-in)."""
+    from model.factory import load_propagation
+    from util.fileio import atomic_path, atomic_write_text
     from util.precision import cpu_bf16_flags
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    precisions = ("float32", "bfloat16")
+    report = {"settings": settings, "propagation": None, "fusion": None}
+    only = settings.get("only")
+    if only == "fusion":
+        _require_propagation_standin(out)
+        if (out / REPORT_FILE).is_file():
+            report["propagation"] = json.loads((out / REPORT_FILE).read_text()).get("propagation")
     with tempfile.TemporaryDirectory(prefix="standin-clips-") as tmp:
         data_root = Path(tmp) / "clips"
         write_training_clips(data_root, settings)
         log(f"{settings['train_clips']} training clips written ({time.time() - t0:.0f} s)")
-        network, curve = train_propagation(settings, data_root, Path(tmp), log)
-    if settings["bn_recalibrate"]:
-        recalibrate_batchnorm(network, settings)  # same modules and buffers as the inference network
-        log("BatchNorm statistics recalibrated on the training clips")
-    net = inference_network(network, out / PROP_FILE)
-    precisions = ("float32", "bfloat16")
-    result = held_out(net, settings, precisions)
-    report = {"settings": settings, "propagation": {"file": PROP_FILE, "curve": curve, "held_out": result.as_dict()},
-              "fusion": None, "cpu_native_bf16": list(cpu_bf16_flags()), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "minutes": (time.time() - t0) / 60}
+        if only != "fusion":
+            network, curve = train_propagation(settings, data_root, Path(tmp), log)
+            if settings["bn_recalibrate"]:
+                recalibrate_batchnorm(network, settings)  # same modules and buffers as the inference network
+                log("BatchNorm statistics recalibrated on the training clips")
+            net = inference_network(network, out / PROP_FILE)
+            result = held_out(net, settings, precisions)
+            report["propagation"] = {"file": PROP_FILE, "curve": curve, "held_out": result.as_dict()}
+            if only == "propagation" and (out / FUSION_FILE).exists():
+                (out / FUSION_FILE).unlink()  # trained on the replaced propagation stand-in: no longer valid
+                log(f"removed {out / FUSION_FILE}: it was made on the previous propagation stand-in")
+            log(f"held-out J&F: " + ", ".join(f"{p} {v:.3f}" for p, v in result.jf.items())
+                + f"; bf16 pixel agreement with fp32 {result.agreement.get('bfloat16', float('nan')):.4f}")
+        if only != "propagation":
+            fuse_net, fusion_curve = train_fusion(settings, data_root, out / PROP_FILE, log)
+            with atomic_path(out / FUSION_FILE) as tmp_file:
+                torch.save(fuse_net.state_dict(), tmp_file)
+            from model.factory import load_fusion
+            fuse_net = load_fusion(out / FUSION_FILE)  # what users load: the strict loader
+            fusion = fusion_held_out(load_propagation(out / PROP_FILE), fuse_net, settings, precisions)
+            report["fusion"] = {"file": FUSION_FILE, "curve": fusion_curve, "held_out": fusion.as_dict()}
+            log("held-out round-2 J&F with fusion: " + ", ".join(f"{p} {v:.3f}" for p, v in fusion.jf.items())
+                + f" (without: round 1 kept {fusion.baselines['round1']:.3f}, replaced "
+                  f"{fusion.baselines['replace']:.3f}); bf16 pixel agreement with fp32 "
+                  f"{fusion.agreement.get('bfloat16', float('nan')):.4f}")
+    report.update({"cpu_native_bf16": list(cpu_bf16_flags()), "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "minutes": (time.time() - t0) / 60})
     atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=1))
-    log(f"held-out J&F: " + ", ".join(f"{p} {v:.3f}" for p, v in result.jf.items())
-        + f"; bf16 pixel agreement with fp32 {result.agreement.get('bfloat16', float('nan')):.4f}")
-    log(f"wrote {out / PROP_FILE} and {out / REPORT_FILE}")
+    log(f"wrote the stand-ins and {out / REPORT_FILE}")
     return report
+
+
+def _require_propagation_standin(out: Path) -> None:
+    if not (out / PROP_FILE).is_file():
+        raise ValueError(f"--only fusion: {out / PROP_FILE} not found; make the propagation stand-in first "
+                         f"(--only propagation, or no --only)")
 
 
 def _run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
+    if settings["only"] == "fusion":
+        _require_propagation_standin(Path(args.out).expanduser())
     out = cli.output_dir("--out", args.out)
     if args.threads:
         cli.positive_int("--threads", args.threads)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_standins  # noqa: E402
 
 from inference_core.standin_eval import evaluate_propagation, held_out_clips  # noqa: E402
-from model.factory import load_propagation  # noqa: E402
+from model.factory import load_fusion, load_propagation  # noqa: E402
 
 def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     out = tmp_path / "standins"
@@ -28,8 +28,31 @@ def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     assert held["agreement"]["float32"] == 1.0
     assert report["settings"]["iterations_done"] == 2
     assert [row["it"] for row in report["propagation"]["curve"]][-1] == 2
-    # nothing but the results is left in the output folder (the training clips were temporary)
-    assert sorted(p.name for p in out.iterdir()) == sorted([make_standins.PROP_FILE, make_standins.REPORT_FILE])
+    # the fusion stand-in: official layout, judged on a second round against the no-fusion baselines
+    load_fusion(out / make_standins.FUSION_FILE)  # strict
+    fusion = report["fusion"]["held_out"]
+    assert set(fusion["jf"]) == {"float32", "bfloat16"} and fusion["agreement"]["float32"] == 1.0
+    assert set(fusion["baselines"]) == {"round1", "replace"}
+    assert all(0.0 <= v <= 1.0 for v in [*fusion["jf"].values(), *fusion["baselines"].values()])
+    assert [row["it"] for row in report["fusion"]["curve"]][-1] == report["settings"]["fusion_iterations"]
+    # nothing but the results is left in the output folder (the training clips and fusion data were temporary)
+    assert sorted(p.name for p in out.iterdir()) == sorted([make_standins.PROP_FILE, make_standins.FUSION_FILE,
+                                                            make_standins.REPORT_FILE])
+
+    # --only fusion retrains the fusion stand-in on the propagation stand-in in place, keeping its report
+    prop_bytes = (out / make_standins.PROP_FILE).read_bytes()
+    assert make_standins.main(["--tiny", "--only", "fusion", "--fusion-iterations", "1", "--out", str(out),
+                               "--threads", "2"]) == 0
+    again = json.loads((out / make_standins.REPORT_FILE).read_text())
+    assert again["propagation"] == report["propagation"]
+    assert [row["it"] for row in again["fusion"]["curve"]] == [1]
+    assert (out / make_standins.PROP_FILE).read_bytes() == prop_bytes
+
+
+def test_only_fusion_without_a_propagation_stand_in_is_one_line_error(tmp_path, capsys):
+    assert make_standins.main(["--tiny", "--only", "fusion", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --only fusion:"), err
 
 
 def test_bad_crop_is_one_line_error(tmp_path, capsys):

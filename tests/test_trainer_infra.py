@@ -127,6 +127,8 @@ def test_bootstrapped_ce_schedule():
     assert bootstrap_fraction(350, 200, 500) == pytest.approx(0.15 + 0.85 * 0.5)
     assert bootstrap_fraction(500, 200, 500) == pytest.approx(0.15)
     assert bootstrap_fraction(10_000, 200, 500) == 0.15
+    # a run too short for a warm-up (train.py -i 1: start == end == 0) goes straight to the hardest pixels
+    assert bootstrap_fraction(0, 0, 0) == 0.15
     torch.manual_seed(0)
     logits, target = torch.randn(1, 3, 10, 10), torch.randint(0, 3, (1, 10, 10))
     ce = BootstrappedCE(200, 500)
