@@ -144,3 +144,98 @@ def evaluate_fusion(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, clips:
         result.per_clip[precision] = scores
         result.agreement[precision] = same / max(total, 1)
     return result
+
+
+@dataclass
+class S2MCase:
+    """One scribble interaction on one object: ``image`` ``1×3×H'×W'`` normalised and padded to /16,
+    ``prev``, ``pos``, ``neg``, ``gt`` ``H'×W'`` uint8 (0/255 masks, 0/1 scribbles, padded with 0), ``kind``
+    ``"first"`` (empty previous mask) or ``"correct"`` (the ground truth perturbed, as S2M training does)."""
+
+    image: torch.Tensor
+    prev: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    gt: np.ndarray
+    kind: str
+
+
+def s2m_cases(clips: Sequence[Clip], seed: int = HELD_OUT_SEED_BASE, frame_step: int = 5,
+              min_pixels: int = 100) -> list[S2MCase]:
+    """Held-out S2M interactions (deterministic from ``seed``): every ``frame_step``-th frame of every clip,
+    every object with at least ``min_pixels`` pixels there, once from an empty previous mask and once
+    correcting the ground truth perturbed to IoU ~0.7; scribbles from :func:`dataset.scribble.get_scribble`
+    (the training generator)."""
+    rng = np.random.RandomState(seed)
+    cases: list[S2MCase] = []
+    state = np.random.get_state()  # the scribble robot's thinning draws from numpy's global generator
+    np.random.seed(seed)
+    try:
+        _add_s2m_cases(cases, clips, rng, frame_step, min_pixels)
+    finally:
+        np.random.set_state(state)
+    return cases
+
+
+def _add_s2m_cases(cases: list, clips: Sequence[Clip], rng: np.random.RandomState, frame_step: int,
+                   min_pixels: int) -> None:
+    from dataset.mask_perturb import perturb_mask
+    from dataset.range_transform import im_normalization
+    from dataset.scribble import get_scribble
+    from util.tensor_util import pad_divide_by
+    for clip in clips:
+        for t in range(0, clip.num_frames, frame_step):
+            image = im_normalization(torch.from_numpy(clip.frames[t]).permute(2, 0, 1).float() / 255)
+            image, pad = pad_divide_by(image.unsqueeze(0), 16)
+
+            def padded(a: np.ndarray) -> np.ndarray:
+                return apply_pad(torch.from_numpy(a)[None, None], pad)[0, 0].numpy()
+            for k in range(1, clip.num_objects + 1):
+                gt = (clip.labels[t] == k).astype(np.uint8) * 255
+                if int((gt > 0).sum()) < min_pixels:
+                    continue
+                for kind in ("first", "correct"):
+                    prev = np.zeros_like(gt) if kind == "first" else perturb_mask(gt, iou_target=0.7, rng=rng)
+                    pos, neg = get_scribble(prev, gt, from_zero=kind == "first", rng=rng)
+                    cases.append(S2MCase(image, padded(prev), padded(pos), padded(neg), padded(gt), kind))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def evaluate_s2m(s2m_net: torch.nn.Module, cases: Sequence[S2MCase], precisions: Sequence[str] = ("float32",),
+                 device: torch.device | str = "cpu") -> HeldOutResult:
+    """Mean IoU (``jf`` holds it) of the S2M mask (probability > 0.5) per precision, over all ``cases`` and
+    per kind (``per_clip`` holds ``[first, correct]``), pixel agreement with float32, and the IoU of the
+    previous masks as ``baselines`` (``first`` 0, ``correct`` ~0.7): a useful S2M network beats them."""
+    from inference_core.interaction.s2m_controller import run_s2m
+    from util.precision import autocast_dtype
+    order = ["float32"] + [p for p in precisions if p != "float32"]
+    result = HeldOutResult()
+    kinds = ("first", "correct")
+    result.baselines = {kind: float(np.mean([_iou(c.prev > 128, c.gt > 128) for c in cases if c.kind == kind]))
+                        for kind in kinds}
+    fp32_masks: list[np.ndarray] = []
+    s2m_net = s2m_net.to(device).eval()
+    for precision in order:
+        dtype = autocast_dtype(precision)
+        ious: dict[str, list[float]] = {kind: [] for kind in kinds}
+        same = total = 0
+        for i, case in enumerate(cases):
+            maps = [torch.from_numpy(a).float()[None, None] for a in (case.prev / 255.0, case.pos, case.neg)]
+            net_input = torch.cat([case.image, *maps], 1).to(device)
+            with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype or torch.bfloat16,
+                                                        enabled=dtype is not None):
+                prob = run_s2m(s2m_net, net_input).float()
+            mask = (prob[0, 0] > 0.5).cpu().numpy()
+            ious[case.kind].append(_iou(mask, case.gt > 128))
+            if precision == "float32":
+                fp32_masks.append(mask)
+            same += int((mask == fp32_masks[i]).sum())
+            total += mask.size
+        result.jf[precision] = float(np.mean(ious["first"] + ious["correct"]))
+        result.per_clip[precision] = [float(np.mean(ious[kind])) for kind in kinds]
+        result.agreement[precision] = same / max(total, 1)
+    return result

@@ -57,6 +57,7 @@ from util import cli  # noqa: E402
 DEFAULT_OUT = Path.home() / ".cache" / "fastermivos" / "standins"
 PROP_FILE = "propagation_model.pth"
 FUSION_FILE = "fusion.pth"
+S2M_FILE = "s2m.pth"
 REPORT_FILE = "standins.json"
 
 
@@ -95,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast dtype of the training forward; auto: bfloat16 on CPUs with native bf16 "
                         "(AVX-512-BF16/AMX: faster), else float32")
     p.add_argument("--max-jump", type=int, default=3, help="largest frame gap between the three sampled frames")
-    p.add_argument("--only", choices=("propagation", "fusion"), default=None,
-                   help="make one stand-in: propagation, or fusion on the propagation stand-in already in --out "
-                        "(default: both, propagation first)")
+    p.add_argument("--only", choices=("propagation", "fusion", "s2m"), default=None,
+                   help="make one stand-in: propagation, fusion (on the propagation stand-in already in --out) or "
+                        "s2m (default: all three, propagation first)")
     f = p.add_argument_group("fusion stand-in")
     f.add_argument("--fusion-iterations", type=int, default=None, help="fusion training iterations (default 600; tiny 2)")
     f.add_argument("--fusion-batch", type=int, default=None, help="fusion samples per iteration (default 4)")
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fusion-lr", type=float, default=1e-4, help="fusion Adam learning rate (×0.1 at 80 %%)")
     f.add_argument("--fusion-separation", type=int, default=3,
                    help="frames between the reference frames of the fusion data (generate_fusion.py --separation)")
+    g = p.add_argument_group("S2M stand-in")
+    g.add_argument("--s2m-iterations", type=int, default=None, help="S2M training iterations (default 600; tiny 2)")
+    g.add_argument("--s2m-batch", type=int, default=None, help="S2M samples per iteration (default 4)")
+    g.add_argument("--s2m-crop", type=int, default=None, help="S2M training crop (default 128; tiny 64)")
+    g.add_argument("--s2m-lr", type=float, default=1e-4, help="S2M Adam learning rate (×0.1 at 80 %%)")
     return p
 
 
@@ -127,16 +133,20 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          "fusion_iterations": args.fusion_iterations if args.fusion_iterations is not None else (2 if tiny else 600),
          "fusion_batch": args.fusion_batch if args.fusion_batch is not None else (2 if tiny else 4),
          "fusion_crop": args.fusion_crop if args.fusion_crop is not None else (48 if tiny else 96),
-         "fusion_lr": args.fusion_lr, "fusion_separation": args.fusion_separation, "fusion_mem_freq": 5}
+         "fusion_lr": args.fusion_lr, "fusion_separation": args.fusion_separation, "fusion_mem_freq": 5,
+         "s2m_iterations": args.s2m_iterations if args.s2m_iterations is not None else (2 if tiny else 600),
+         "s2m_batch": args.s2m_batch if args.s2m_batch is not None else (2 if tiny else 4),
+         "s2m_crop": args.s2m_crop if args.s2m_crop is not None else (64 if tiny else 128),
+         "s2m_lr": args.s2m_lr, "s2m_frame_step": 4}
     for name in ("iterations", "crop", "batch", "train_clips", "eval_clips", "fusion_iterations", "fusion_batch",
-                 "fusion_crop", "fusion_separation"):
+                 "fusion_crop", "fusion_separation", "s2m_iterations", "s2m_batch", "s2m_crop"):
         if s[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be at least 1")
     if s["bn_freeze"] is not None and not 0.0 <= s["bn_freeze"] <= 1.0:
         raise ValueError(f"--bn-freeze {s['bn_freeze']}: must be a fraction of the run between 0 and 1")
     if not 0.0 <= s["warm"][0] <= s["warm"][1] <= 1.0:
         raise ValueError(f"--warm {s['warm'][0]} {s['warm'][1]}: must be fractions 0 ≤ START ≤ END ≤ 1")
-    for name in ("crop", "fusion_crop"):
+    for name in ("crop", "fusion_crop", "s2m_crop"):
         if s[name] % 16:
             raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be a multiple of 16 (the network's stride)")
         if name == "fusion_crop" and s[name] > min(s["clip_size"]):  # fusion crops without resizing
@@ -442,6 +452,123 @@ def fusion_held_out(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, settin
     return evaluate_fusion(prop_net, fuse_net, clips, precisions)
 
 
+def write_s2m_images(root: Path, settings: dict) -> int:
+    """``root/<clip>-<frame>-<object>.jpg`` + ``.png`` (0/255): every ``s2m_frame_step``-th frame of the
+    training clips, once per object of at least 100 pixels there (the flat static layout that
+    :class:`dataset.s2m_dataset.S2MStaticDataset` reads with method 1). Returns the number of images."""
+    import cv2
+    root.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for i, clip in enumerate(training_clips(settings)):
+        for t in range(0, clip.num_frames, settings["s2m_frame_step"]):
+            for k in range(1, clip.num_objects + 1):
+                mask = (clip.labels[t] == k).astype(np.uint8) * 255
+                if int((mask > 0).sum()) < 100:
+                    continue
+                stem = root / f"train-{i:04d}-{t:03d}-{k}"
+                if not (cv2.imwrite(str(stem.with_suffix(".jpg")), cv2.cvtColor(clip.frames[t], cv2.COLOR_RGB2BGR))
+                        and cv2.imwrite(str(stem.with_suffix(".png")), mask)):
+                    raise OSError(f"{stem}: could not write the S2M training image")
+                count += 1
+    return count
+
+
+def train_s2m(settings: dict, data_root: Path, log=print) -> tuple[torch.nn.Module, list]:
+    """Train the S2M DeepLabV3+ from random init (``train_s2m.py``'s trainer, loss and dataset) on objects of
+    the training clips; returns (network in eval mode, BatchNorm statistics recomputed; learning curve)."""
+    from torch.utils.data import DataLoader
+
+    from dataset.s2m_dataset import S2MStaticDataset
+    from model.s2m.s2m_network import deeplabv3plus_resnet50
+    from train_s2m import S2MTrainer
+    from util.distributed import init_distributed
+    from util.trainer import TrainerConfig
+
+    iterations = settings["s2m_iterations"]
+    images = write_s2m_images(data_root / "s2m", settings)
+    log(f"S2M: {images} training images")
+
+    class StandinS2MTrainer(S2MTrainer):
+        last_outputs: dict = {}
+        autocast = settings["train_precision"] == "bfloat16"
+
+        def compute(self, data: dict, it: int):
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.autocast):
+                losses, outputs = super().compute(data, it)
+            self.last_outputs = outputs
+            return losses, outputs
+
+    seed_all(settings["seed"])
+    dataset = S2MStaticDataset(data_root / "s2m", method=1, crop_size=settings["s2m_crop"], verbose=False)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    loader = DataLoader(dataset, settings["s2m_batch"], shuffle=True, drop_last=True, num_workers=0,
+                        generator=generator)
+    network = deeplabv3plus_resnet50(num_classes=1, output_stride=16)
+    if settings["zero_init_residual"]:
+        zero_init_residual(network)
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["s2m_lr"],
+                                 weight_decay=1e-7)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.8 * iterations)], 0.1)
+    config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
+                           save_interval=10 ** 9, save_prefix=None)
+    trainer = StandinS2MTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
+    trainer.train_mode()
+    curve: list[dict] = []
+    start = time.time()
+    it, window = 0, []
+    report = max(1, min(25, iterations // 10))
+    while it < iterations:
+        for data in loader:
+            trainer.train_iteration(data, it)
+            it += 1
+            window.append(trainer.loss_history[-1])
+            if it % report == 0 or it == iterations:
+                gt = data["gt"] > 0.5
+                pred = trainer.last_outputs["mask"][:, 1:2] > 0.5
+                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60,
+                       "train_iou": float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))}
+                curve.append(row)
+                log(f"S2M it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
+                    f"({row['minutes']:.1f} min)")
+                window = []
+            if it >= iterations:
+                break
+    if settings["bn_recalibrate"]:
+        _recalibrate_s2m_batchnorm(network, dataset, settings)
+    network.eval()
+    return network, curve
+
+
+def _recalibrate_s2m_batchnorm(net: torch.nn.Module, dataset, settings: dict, passes: int = 2) -> None:
+    """Precise BatchNorm for S2M (see :func:`recalibrate_batchnorm`): exact averages over ``passes`` sweeps
+    of the training samples (random crops and scribbles), no weight changes."""
+    from model.s2m_model import s2m_forward
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    seed_all(settings["seed"] + 1)
+    loader = torch.utils.data.DataLoader(dataset, settings["s2m_batch"], shuffle=True, drop_last=True)
+    try:
+        with torch.no_grad():
+            for _ in range(passes):
+                for data in loader:
+                    s2m_forward(net, data)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.eval()
+
+
+def s2m_held_out(s2m_net: torch.nn.Module, settings: dict, precisions: Sequence[str]):
+    from inference_core.standin_eval import evaluate_s2m, held_out_clips, s2m_cases
+    clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]),
+                           num_objects=(2, 3))
+    return evaluate_s2m(s2m_net, s2m_cases(clips), precisions)
+
+
 def run(settings: dict, out: Path, log=print) -> dict:
     """Train, evaluate and write the stand-ins under ``out``; returns the report (also in standins.json).
 
@@ -454,41 +581,56 @@ def run(settings: dict, out: Path, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     precisions = ("float32", "bfloat16")
-    report = {"settings": settings, "propagation": None, "fusion": None}
+    report = {"settings": settings, "propagation": None, "fusion": None, "s2m": None}
     only = settings.get("only")
+    if only is not None and (out / REPORT_FILE).is_file():
+        # keep the entries of the stand-ins this run does not make
+        previous = json.loads((out / REPORT_FILE).read_text())
+        report.update({name: previous.get(name) for name in ("propagation", "fusion", "s2m") if name != only})
+        if only == "propagation":
+            report["fusion"] = None  # made on the propagation stand-in this run replaces
     if only == "fusion":
         _require_propagation_standin(out)
-        if (out / REPORT_FILE).is_file():
-            report["propagation"] = json.loads((out / REPORT_FILE).read_text()).get("propagation")
     with tempfile.TemporaryDirectory(prefix="standin-clips-") as tmp:
         data_root = Path(tmp) / "clips"
         write_training_clips(data_root, settings)
         log(f"{settings['train_clips']} training clips written ({time.time() - t0:.0f} s)")
-        if only != "fusion":
+        if only in (None, "propagation"):
             network, curve = train_propagation(settings, data_root, Path(tmp), log)
             if settings["bn_recalibrate"]:
                 recalibrate_batchnorm(network, settings)  # same modules and buffers as the inference network
                 log("BatchNorm statistics recalibrated on the training clips")
             net = inference_network(network, out / PROP_FILE)
             result = held_out(net, settings, precisions)
-            report["propagation"] = {"file": PROP_FILE, "curve": curve, "held_out": result.as_dict()}
+            report["propagation"] = {"file": PROP_FILE, "settings": settings, "curve": curve, "held_out": result.as_dict()}
             if only == "propagation" and (out / FUSION_FILE).exists():
                 (out / FUSION_FILE).unlink()  # trained on the replaced propagation stand-in: no longer valid
                 log(f"removed {out / FUSION_FILE}: it was made on the previous propagation stand-in")
             log(f"held-out J&F: " + ", ".join(f"{p} {v:.3f}" for p, v in result.jf.items())
                 + f"; bf16 pixel agreement with fp32 {result.agreement.get('bfloat16', float('nan')):.4f}")
-        if only != "propagation":
+        if only in (None, "fusion"):
             fuse_net, fusion_curve = train_fusion(settings, data_root, out / PROP_FILE, log)
             with atomic_path(out / FUSION_FILE) as tmp_file:
                 torch.save(fuse_net.state_dict(), tmp_file)
             from model.factory import load_fusion
             fuse_net = load_fusion(out / FUSION_FILE)  # what users load: the strict loader
             fusion = fusion_held_out(load_propagation(out / PROP_FILE), fuse_net, settings, precisions)
-            report["fusion"] = {"file": FUSION_FILE, "curve": fusion_curve, "held_out": fusion.as_dict()}
+            report["fusion"] = {"file": FUSION_FILE, "settings": settings, "curve": fusion_curve, "held_out": fusion.as_dict()}
             log("held-out round-2 J&F with fusion: " + ", ".join(f"{p} {v:.3f}" for p, v in fusion.jf.items())
                 + f" (without: round 1 kept {fusion.baselines['round1']:.3f}, replaced "
                   f"{fusion.baselines['replace']:.3f}); bf16 pixel agreement with fp32 "
                   f"{fusion.agreement.get('bfloat16', float('nan')):.4f}")
+        if only in (None, "s2m"):
+            s2m_net, s2m_curve = train_s2m(settings, data_root, log)
+            with atomic_path(out / S2M_FILE) as tmp_file:
+                torch.save(s2m_net.state_dict(), tmp_file)
+            from model.factory import load_s2m
+            s2m = s2m_held_out(load_s2m(out / S2M_FILE), settings, precisions)
+            report["s2m"] = {"file": S2M_FILE, "settings": settings, "curve": s2m_curve, "held_out": s2m.as_dict()}
+            log("held-out S2M IoU: " + ", ".join(f"{p} {v:.3f}" for p, v in s2m.jf.items())
+                + f" (first / correct: {s2m.per_clip['float32'][0]:.3f} / {s2m.per_clip['float32'][1]:.3f}; "
+                  f"previous masks {s2m.baselines['first']:.3f} / {s2m.baselines['correct']:.3f}); "
+                  f"bf16 pixel agreement with fp32 {s2m.agreement.get('bfloat16', float('nan')):.4f}")
     report.update({"cpu_native_bf16": list(cpu_bf16_flags()), "torch": torch.__version__,
                    "threads": torch.get_num_threads(), "minutes": (time.time() - t0) / 60})
     atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=1))

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_standins  # noqa: E402
 
 from inference_core.standin_eval import evaluate_propagation, held_out_clips  # noqa: E402
-from model.factory import load_fusion, load_propagation  # noqa: E402
+from model.factory import load_fusion, load_propagation, load_s2m  # noqa: E402
 
 def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     out = tmp_path / "standins"
@@ -35,17 +36,23 @@ def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     assert set(fusion["baselines"]) == {"round1", "replace"}
     assert all(0.0 <= v <= 1.0 for v in [*fusion["jf"].values(), *fusion["baselines"].values()])
     assert [row["it"] for row in report["fusion"]["curve"]][-1] == report["settings"]["fusion_iterations"]
-    # nothing but the results is left in the output folder (the training clips and fusion data were temporary)
+    # the S2M stand-in: official layout, judged by IoU against the previous masks it starts from
+    load_s2m(out / make_standins.S2M_FILE)  # strict
+    s2m = report["s2m"]["held_out"]
+    assert set(s2m["jf"]) == {"float32", "bfloat16"} and s2m["agreement"]["float32"] == 1.0
+    assert s2m["baselines"]["first"] == 0.0 and 0.3 < s2m["baselines"]["correct"] < 0.9
+    # nothing but the results is left in the output folder (clips, fusion data and S2M images were temporary)
     assert sorted(p.name for p in out.iterdir()) == sorted([make_standins.PROP_FILE, make_standins.FUSION_FILE,
-                                                            make_standins.REPORT_FILE])
+                                                            make_standins.S2M_FILE, make_standins.REPORT_FILE])
 
     # --only fusion retrains the fusion stand-in on the propagation stand-in in place, keeping its report
     prop_bytes = (out / make_standins.PROP_FILE).read_bytes()
     assert make_standins.main(["--tiny", "--only", "fusion", "--fusion-iterations", "1", "--out", str(out),
                                "--threads", "2"]) == 0
     again = json.loads((out / make_standins.REPORT_FILE).read_text())
-    assert again["propagation"] == report["propagation"]
+    assert again["propagation"] == report["propagation"] and again["s2m"] == report["s2m"]
     assert [row["it"] for row in again["fusion"]["curve"]] == [1]
+    assert again["fusion"]["settings"]["fusion_iterations"] == 1
     assert (out / make_standins.PROP_FILE).read_bytes() == prop_bytes
 
 
@@ -110,3 +117,17 @@ def test_batchnorm_recalibration_uses_exact_statistics_of_whole_training_frames(
     torch.testing.assert_close(bn.running_var, x.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
     assert not net.training and bn.momentum == 0.1  # back to inference mode and the layer's own momentum
     assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_s2m_held_out_cases_are_reproducible_and_leave_numpy_alone():
+    from inference_core.standin_eval import s2m_cases
+    clips = held_out_clips(1, 6, (160, 128), num_objects=(2,))
+    np_state = np.random.get_state()[1].copy()
+    a, b = s2m_cases(clips), s2m_cases(clips)
+    assert (np.random.get_state()[1] == np_state).all()  # the caller's global generator is untouched
+    assert len(a) == len(b) > 0 and {c.kind for c in a} == {"first", "correct"}
+    for x, y in zip(a, b):
+        assert all((getattr(x, f) == getattr(y, f)).all() for f in ("prev", "pos", "neg", "gt"))
+        assert x.image.shape[-2:] == x.gt.shape == x.pos.shape  # padded to /16 together
+    first = [c for c in a if c.kind == "first"]
+    assert all(not c.prev.any() and c.pos.any() for c in first)  # from nothing, positive strokes only
