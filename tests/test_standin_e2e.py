@@ -167,7 +167,8 @@ def fusion_standin(standin):
     if not path.is_file() or not report.get("fusion"):
         pytest.skip(f"no fusion stand-in in {folder}: run `python scripts/make_standins.py --only fusion`")
     from model.factory import load_fusion
-    return {"net": load_fusion(path), "held_out": report["fusion"]["held_out"], "settings": report["settings"]}
+    return {"net": load_fusion(path), "held_out": report["fusion"]["held_out"],
+            "settings": report["fusion"].get("settings", report["settings"])}
 
 
 @pytest.mark.slow
@@ -184,3 +185,52 @@ def test_fusion_standin_improves_the_second_round(standin, fusion_standin):
     for name, value in result.baselines.items():
         assert abs(value - recorded["baselines"][name]) <= SAME_JF, (name, value, recorded["baselines"])
     assert result.jf["float32"] > max(result.baselines.values()), (result.jf, result.baselines)
+
+
+@pytest.fixture(scope="module")
+def s2m_standin(standin):
+    folder = standin["path"].parent
+    report = json.loads((folder / make_standins.REPORT_FILE).read_text())
+    path = folder / make_standins.S2M_FILE
+    if not path.is_file() or not report.get("s2m"):
+        pytest.skip(f"no S2M stand-in in {folder}: run `python scripts/make_standins.py --only s2m`")
+    from model.factory import load_s2m
+    return {"path": path, "net": load_s2m(path), "held_out": report["s2m"]["held_out"],
+            "settings": report["s2m"].get("settings", report["settings"])}
+
+
+@pytest.mark.slow
+def test_s2m_standin_turns_scribbles_into_the_object(s2m_standin):
+    """Held-out scribble interactions: the S2M stand-in still reaches its recorded IoU, and its masks beat
+    the previous masks they start from (from nothing, and when correcting a perturbed mask)."""
+    from inference_core.standin_eval import evaluate_s2m, s2m_cases
+    settings, recorded = s2m_standin["settings"], s2m_standin["held_out"]
+    clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]),
+                           num_objects=(2, 3))
+    result = evaluate_s2m(s2m_standin["net"], s2m_cases(clips), ("float32",))
+    assert result.jf["float32"] >= recorded["jf"]["float32"] - SAME_JF, (result.per_clip, recorded)
+    first, correct = result.per_clip["float32"]
+    assert first > result.baselines["first"] and correct > result.baselines["correct"], (result.per_clip,
+                                                                                          result.baselines)
+
+
+@pytest.mark.slow
+def test_interactive_davis_evaluator_follows_the_objects(standin, fusion_standin, s2m_standin, tmp_path):
+    """The DAVIS interactive evaluator with all three stand-ins, on the official robot's scribbles over
+    held-out generated sequences: the masks follow the objects once propagation starts, and end at least
+    at the propagation stand-in's floor."""
+    import util.davis_compat  # noqa: F401  (before davisinteractive)
+    import eval_interactive_davis as evaluator
+    root = tmp_path / "davis"
+    generate_davis(root, num_sequences=3, num_frames=12, size=SIZE, num_objects=(2, 3, 2),
+                   seed=HELD_OUT_SEED_BASE + 2000)
+    folder = standin["path"].parent
+    out = tmp_path / "eval"
+    assert evaluator.main(["--davis", str(root), "--output", str(out), "--no_progress", "--device", "cpu",
+                           "--max_time", "1000", "--prop_model", str(standin["path"]),
+                           "--fusion_model", str(folder / make_standins.FUSION_FILE),
+                           "--s2m_model", str(s2m_standin["path"])]) == 0
+    curve = json.loads((out / "summary.json").read_text())["curve"]["J_AND_F"]  # (0, 0) start, then 8 interactions
+    # interactions 1-2 only run S2M on one frame; propagation (interaction 3 on) spreads them to every frame
+    assert curve[-1] > curve[2], curve
+    assert curve[-1] >= standin["floor"], (curve, standin["recorded"])
