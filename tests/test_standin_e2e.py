@@ -10,8 +10,12 @@ test runs a real entry point on held-out generated clips (seeds no training clip
 * that it follows the objects at all: J&F at least ``FOLLOW_FRACTION`` of the stand-in's recorded held-out
   J&F.
 
-The stand-in is read from ``$MIVOS_STANDINS`` or ``~/.cache/fastermivos/standins``; without one the tests
-skip, saying how to make it (it takes tens of minutes of CPU, too long for CI).
+The fusion and S2M stand-ins are judged against doing without them (the second round without fusion, the
+masks S2M starts from) and against their recorded held-out scores; the interactive DAVIS evaluator runs with
+all three.
+
+The stand-ins are read from ``$MIVOS_STANDINS`` or ``~/.cache/fastermivos/standins``; without one the tests
+skip, saying how to make it (tens of minutes to hours of CPU, too long for CI).
 """
 from __future__ import annotations
 
