@@ -363,6 +363,37 @@ def held_out(net: torch.nn.Module, settings: dict, precisions: Sequence[str]):
     return evaluate_propagation(net, clips, precisions)
 
 
+def _iou(gt: torch.Tensor, pred: torch.Tensor) -> float:
+    """IoU of two boolean tensors (1 when both are empty)."""
+    return float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))
+
+
+def _fit(trainer, loader, iterations: int, name: str, train_iou, log) -> list[dict]:
+    """Run ``trainer`` (a :class:`util.trainer.Trainer` whose ``compute`` keeps ``last_outputs``) for
+    ``iterations`` over ``loader``, epoch after epoch; returns the learning curve (loss averaged since the
+    previous row, ``train_iou(data, outputs)`` of the last batch)."""
+    trainer.train_mode()
+    curve: list[dict] = []
+    start = time.time()
+    it, window = 0, []
+    report = max(1, min(25, iterations // 10))
+    while it < iterations:
+        for data in loader:
+            trainer.train_iteration(data, it)
+            it += 1
+            window.append(trainer.loss_history[-1])
+            if it % report == 0 or it == iterations:
+                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60,
+                       "train_iou": train_iou(data, trainer.last_outputs)}
+                curve.append(row)
+                log(f"{name} it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
+                    f"({row['minutes']:.1f} min)")
+                window = []
+            if it >= iterations:
+                break
+    return curve
+
+
 def write_fusion_data(prop_net: torch.nn.Module, data_root: Path, fusion_root: Path, settings: dict) -> int:
     """``fusion_root/standin/<clip>/<ref>/<label>/<frame>.png``: the training clips propagated by the
     propagation stand-in alone from every ``fusion_separation``-th frame (``generate_fusion.py``'s DAVIS
@@ -419,27 +450,12 @@ def train_fusion(settings: dict, data_root: Path, prop_path: Path, log=print) ->
                            save_interval=10 ** 9, save_prefix=None)
     trainer = StandinFusionTrainer(init_distributed(), network, load_attention_reader(prop_path), optimizer,
                                    scheduler, config, logger=None)
-    trainer.train_mode()
-    curve: list[dict] = []
-    start = time.time()
-    it, window = 0, []
-    report = max(1, min(25, iterations // 10))
-    while it < iterations:
-        for data in loader:
-            trainer.train_iteration(data, it)
-            it += 1
-            window.append(trainer.loss_history[-1])
-            if it % report == 0 or it == iterations:
-                gt = torch.cat([data["gt"], data["gt2"]]) > 0.5
-                pred = torch.cat([trainer.last_outputs["mask"][:, 1:2], trainer.last_outputs["mask"][:, 2:3]]) > 0.5
-                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60,
-                       "train_iou": float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))}
-                curve.append(row)
-                log(f"fusion it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
-                    f"({row['minutes']:.1f} min)")
-                window = []
-            if it >= iterations:
-                break
+
+    def train_iou(data: dict, outputs: dict) -> float:
+        return _iou(torch.cat([data["gt"], data["gt2"]]) > 0.5,
+                    torch.cat([outputs["mask"][:, 1:2], outputs["mask"][:, 2:3]]) > 0.5)
+
+    curve = _fit(trainer, loader, iterations, "fusion", train_iou, log)
     network.eval()
     return network, curve
 
@@ -512,27 +528,8 @@ def train_s2m(settings: dict, data_root: Path, log=print) -> tuple[torch.nn.Modu
     config = TrainerConfig(iterations=iterations, report_interval=10 ** 9, image_interval=10 ** 9,
                            save_interval=10 ** 9, save_prefix=None)
     trainer = StandinS2MTrainer(init_distributed(), network, optimizer, scheduler, config, logger=None)
-    trainer.train_mode()
-    curve: list[dict] = []
-    start = time.time()
-    it, window = 0, []
-    report = max(1, min(25, iterations // 10))
-    while it < iterations:
-        for data in loader:
-            trainer.train_iteration(data, it)
-            it += 1
-            window.append(trainer.loss_history[-1])
-            if it % report == 0 or it == iterations:
-                gt = data["gt"] > 0.5
-                pred = trainer.last_outputs["mask"][:, 1:2] > 0.5
-                row = {"it": it, "loss": float(np.mean(window)), "minutes": (time.time() - start) / 60,
-                       "train_iou": float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))}
-                curve.append(row)
-                log(f"S2M it {it}/{iterations} loss {row['loss']:.4f} train IoU {row['train_iou']:.3f} "
-                    f"({row['minutes']:.1f} min)")
-                window = []
-            if it >= iterations:
-                break
+    curve = _fit(trainer, loader, iterations, "S2M",
+                 lambda data, outputs: _iou(data["gt"] > 0.5, outputs["mask"][:, 1:2] > 0.5), log)
     if settings["bn_recalibrate"]:
         _recalibrate_s2m_batchnorm(network, dataset, settings)
     network.eval()
