@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fusion-separation", type=int, default=3,
                    help="frames between the reference frames of the fusion data (generate_fusion.py --separation)")
     g = p.add_argument_group("S2M stand-in")
-    g.add_argument("--s2m-iterations", type=int, default=None, help="S2M training iterations (default 600; tiny 2)")
+    g.add_argument("--s2m-iterations", type=int, default=None, help="S2M training iterations (default 1500; tiny 2)")
     g.add_argument("--s2m-batch", type=int, default=None, help="S2M samples per iteration (default 4)")
     g.add_argument("--s2m-crop", type=int, default=None, help="S2M training crop (default 128; tiny 64)")
     g.add_argument("--s2m-lr", type=float, default=1e-4, help="S2M Adam learning rate (×0.1 at 80 %%)")
@@ -134,7 +134,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          "fusion_batch": args.fusion_batch if args.fusion_batch is not None else (2 if tiny else 4),
          "fusion_crop": args.fusion_crop if args.fusion_crop is not None else (48 if tiny else 96),
          "fusion_lr": args.fusion_lr, "fusion_separation": args.fusion_separation, "fusion_mem_freq": 5,
-         "s2m_iterations": args.s2m_iterations if args.s2m_iterations is not None else (2 if tiny else 600),
+         "s2m_iterations": args.s2m_iterations if args.s2m_iterations is not None else (2 if tiny else 1500),
          "s2m_batch": args.s2m_batch if args.s2m_batch is not None else (2 if tiny else 4),
          "s2m_crop": args.s2m_crop if args.s2m_crop is not None else (64 if tiny else 128),
          "s2m_lr": args.s2m_lr, "s2m_frame_step": 4}
