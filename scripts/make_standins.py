@@ -28,7 +28,7 @@ This script makes a propagation checkpoint that actually follows objects, reprod
 
 Usage::
 
-    python scripts/make_standins.py                 # ~/.cache/fastermivos/standins/ (about an hour on 2 cores)
+    python scripts/make_standins.py                 # ~/.cache/fastermivos/standins/ (all three: about three hours on 2 cores)
     python scripts/make_standins.py --tiny --out /tmp/standins   # a few iterations (CI smoke run)
     python scripts/make_standins.py --only fusion    # the fusion stand-in again, on the propagation one in place
 """
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make one stand-in: propagation, fusion (on the propagation stand-in already in --out) or "
                         "s2m (default: all three, propagation first)")
     f = p.add_argument_group("fusion stand-in")
-    f.add_argument("--fusion-iterations", type=int, default=None, help="fusion training iterations (default 600; tiny 2)")
+    f.add_argument("--fusion-iterations", type=int, default=None, help="fusion training iterations (default 1500; tiny 2)")
     f.add_argument("--fusion-batch", type=int, default=None, help="fusion samples per iteration (default 4)")
     f.add_argument("--fusion-crop", type=int, default=None, help="fusion training crop (default 96; tiny 48)")
     f.add_argument("--fusion-lr", type=float, default=1e-4, help="fusion Adam learning rate (×0.1 at 80 %%)")
@@ -130,7 +130,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          "bn_recalibrate": args.bn_recalibrate, "zero_init_residual": args.zero_init_residual,
          "freeze_encoders": args.freeze_encoders, "train_precision": _train_precision(args.train_precision),
          "eval_every": args.eval_every, "objects": [2, 3, 1], "only": args.only,
-         "fusion_iterations": args.fusion_iterations if args.fusion_iterations is not None else (2 if tiny else 600),
+         "fusion_iterations": args.fusion_iterations if args.fusion_iterations is not None else (2 if tiny else 1500),
          "fusion_batch": args.fusion_batch if args.fusion_batch is not None else (2 if tiny else 4),
          "fusion_crop": args.fusion_crop if args.fusion_crop is not None else (48 if tiny else 96),
          "fusion_lr": args.fusion_lr, "fusion_separation": args.fusion_separation, "fusion_mem_freq": 5,
