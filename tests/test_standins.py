@@ -75,7 +75,8 @@ def test_standin_reaches_its_recorded_held_out_score():
     out = make_standins.DEFAULT_OUT
     path, report_path = out / make_standins.PROP_FILE, out / make_standins.REPORT_FILE
     if not path.is_file() or not report_path.is_file():
-        pytest.skip(f"no stand-in in {out}: run `python scripts/make_standins.py` (about three hours on 2 cores; --only propagation: about an hour)")
+        pytest.skip(f"no stand-in in {out}: run `python scripts/make_standins.py --only propagation` (about an hour "
+                    "on 2 cores)")
     torch.set_num_threads(2)
     report = json.loads(report_path.read_text())
     settings = report["settings"]
