@@ -115,20 +115,22 @@ def two_round_clip(prop_net: torch.nn.Module, fuse_net: torch.nn.Module | None, 
 
 
 def evaluate_fusion(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, clips: Sequence[Clip],
-                    precisions: Sequence[str] = ("float32",), device: torch.device | str = "cpu") -> HeldOutResult:
+                    precisions: Sequence[str] = ("float32",), device: torch.device | str = "cpu",
+                    baselines: bool = True) -> HeldOutResult:
     """Round-2 J&F with fusion per precision (frames 1..T-2, those both rounds reach), pixel agreement of
-    each precision with float32, and float32 ``baselines``: ``round1`` (round 1 kept) and ``replace``
-    (round 2 without a fusion network: the new propagation replaces round 1). A useful fusion network
-    beats both."""
+    each precision with float32, and (``baselines``) the float32 ``baselines``: ``round1`` (round 1 kept)
+    and ``replace`` (round 2 without a fusion network: the new propagation replaces round 1). A useful
+    fusion network beats both."""
     order = ["float32"] + [p for p in precisions if p != "float32"]
     result = HeldOutResult()
     round1_scores, replace_scores = [], []
-    for clip in clips:
+    for clip in clips if baselines else ():
         round1, replaced = two_round_clip(prop_net, None, clip, "float32", device)
         inner = slice(1, clip.num_frames - 1)
         round1_scores.append(float(evaluate_sequence(clip.labels[inner], round1[inner], clip.num_objects).JF))
         replace_scores.append(float(evaluate_sequence(clip.labels[inner], replaced[inner], clip.num_objects).JF))
-    result.baselines = {"round1": float(np.mean(round1_scores)), "replace": float(np.mean(replace_scores))}
+    if baselines:
+        result.baselines = {"round1": float(np.mean(round1_scores)), "replace": float(np.mean(replace_scores))}
     fp32_labels: list[np.ndarray] = []
     for precision in order:
         scores, same, total = [], 0, 0

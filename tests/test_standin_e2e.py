@@ -179,16 +179,15 @@ def fusion_standin(standin):
 def test_fusion_standin_improves_the_second_round(standin, fusion_standin):
     """Second round on the held-out clips (the last frame's ground truth after frame 0's): the fusion
     stand-in still reaches its recorded J&F, and fusing beats both ways of doing without it (keeping
-    round 1, or letting the new propagation replace it)."""
+    round 1, or letting the new propagation replace it) as recorded with the same propagation stand-in
+    (whose own score ``test_standins`` checks)."""
     from inference_core.standin_eval import evaluate_fusion
     settings, recorded = fusion_standin["settings"], fusion_standin["held_out"]
     clips = held_out_clips(settings["eval_clips"], settings["eval_frames"], tuple(settings["eval_size"]),
                            num_objects=(2, 3))
-    result = evaluate_fusion(standin["net"], fusion_standin["net"], clips, ("float32",))
+    result = evaluate_fusion(standin["net"], fusion_standin["net"], clips, ("float32",), baselines=False)
     assert result.jf["float32"] >= recorded["jf"]["float32"] - SAME_JF, (result.per_clip, recorded)
-    for name, value in result.baselines.items():
-        assert abs(value - recorded["baselines"][name]) <= SAME_JF, (name, value, recorded["baselines"])
-    assert result.jf["float32"] > max(result.baselines.values()), (result.jf, result.baselines)
+    assert result.jf["float32"] > max(recorded["baselines"].values()), (result.jf, recorded["baselines"])
 
 
 @pytest.fixture(scope="module")
