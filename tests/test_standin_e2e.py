@@ -163,16 +163,22 @@ def test_gui_free_paint_propagate_export_follows_the_objects(standin, tmp_path):
     assert jf >= standin["floor"], (jf, standin["recorded"])
 
 
-@pytest.fixture(scope="module")
-def fusion_standin(standin):
+def _other_standin(standin: dict, name: str, file_name: str, loader) -> dict:
+    """The ``name`` stand-in (``fusion`` or ``s2m``) next to the propagation one: path, network, recorded
+    held-out numbers and the settings it was made with; skips when it was not made."""
     folder = standin["path"].parent
     report = json.loads((folder / make_standins.REPORT_FILE).read_text())
-    path = folder / make_standins.FUSION_FILE
-    if not path.is_file() or not report.get("fusion"):
-        pytest.skip(f"no fusion stand-in in {folder}: run `python scripts/make_standins.py --only fusion`")
+    path = folder / file_name
+    if not path.is_file() or not report.get(name):
+        pytest.skip(f"no {name} stand-in in {folder}: run `python scripts/make_standins.py --only {name}`")
+    return {"path": path, "net": loader(path), "held_out": report[name]["held_out"],
+            "settings": report[name].get("settings", report["settings"])}
+
+
+@pytest.fixture(scope="module")
+def fusion_standin(standin):
     from model.factory import load_fusion
-    return {"net": load_fusion(path), "held_out": report["fusion"]["held_out"],
-            "settings": report["fusion"].get("settings", report["settings"])}
+    return _other_standin(standin, "fusion", make_standins.FUSION_FILE, load_fusion)
 
 
 @pytest.mark.slow
@@ -192,14 +198,8 @@ def test_fusion_standin_improves_the_second_round(standin, fusion_standin):
 
 @pytest.fixture(scope="module")
 def s2m_standin(standin):
-    folder = standin["path"].parent
-    report = json.loads((folder / make_standins.REPORT_FILE).read_text())
-    path = folder / make_standins.S2M_FILE
-    if not path.is_file() or not report.get("s2m"):
-        pytest.skip(f"no S2M stand-in in {folder}: run `python scripts/make_standins.py --only s2m`")
     from model.factory import load_s2m
-    return {"path": path, "net": load_s2m(path), "held_out": report["s2m"]["held_out"],
-            "settings": report["s2m"].get("settings", report["settings"])}
+    return _other_standin(standin, "s2m", make_standins.S2M_FILE, load_s2m)
 
 
 @pytest.mark.slow
