@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -318,6 +319,21 @@ def recalibrate_batchnorm(net: torch.nn.Module, settings: dict) -> None:
     the training statistics, 0.219 recalibrated). No weight changes; a forward pass per clip, no gradients.
     """
     from dataset.range_transform import im_normalization
+    with _exact_batchnorm_statistics(net):
+        for clip in training_clips(settings):
+            frames = im_normalization(torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255)
+            net.get_query_values(frames)  # key encoder: the clip's frames as one batch
+            for t in range(clip.num_frames):
+                labels = torch.from_numpy(clip.labels[t]).long()
+                masks = torch.stack([labels == k + 1 for k in range(clip.num_objects)]).float().unsqueeze(1)
+                net.memorize(frames[t:t + 1], masks)  # value encoder: the frame's objects as one batch
+
+
+@contextlib.contextmanager
+def _exact_batchnorm_statistics(net: torch.nn.Module):
+    """Inside: ``net`` in train mode without gradients, every BatchNorm's running statistics reset and
+    accumulated as exact averages over the forward calls made (momentum None); after: the momenta
+    restored and ``net`` in eval mode."""
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -326,13 +342,7 @@ def recalibrate_batchnorm(net: torch.nn.Module, settings: dict) -> None:
     net.train()
     try:
         with torch.no_grad():
-            for clip in training_clips(settings):
-                frames = im_normalization(torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255)
-                net.get_query_values(frames)  # key encoder: the clip's frames as one batch
-                for t in range(clip.num_frames):
-                    labels = torch.from_numpy(clip.labels[t]).long()
-                    masks = torch.stack([labels == k + 1 for k in range(clip.num_objects)]).float().unsqueeze(1)
-                    net.memorize(frames[t:t + 1], masks)  # value encoder: the frame's objects as one batch
+            yield
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
@@ -394,7 +404,7 @@ def _fit(trainer, loader, iterations: int, name: str, train_iou, log) -> list[di
     return curve
 
 
-def write_fusion_data(prop_net: torch.nn.Module, data_root: Path, fusion_root: Path, settings: dict) -> int:
+def write_fusion_data(prop_net: torch.nn.Module, fusion_root: Path, settings: dict) -> int:
     """``fusion_root/standin/<clip>/<ref>/<label>/<frame>.png``: the training clips propagated by the
     propagation stand-in alone from every ``fusion_separation``-th frame (``generate_fusion.py``'s DAVIS
     pass). Returns the number of reference passes."""
@@ -425,7 +435,7 @@ def train_fusion(settings: dict, data_root: Path, prop_path: Path, log=print) ->
 
     iterations = settings["fusion_iterations"]
     t0 = time.time()
-    passes = write_fusion_data(load_propagation(prop_path), data_root, data_root / "fusion", settings)
+    passes = write_fusion_data(load_propagation(prop_path), data_root / "fusion", settings)
     log(f"fusion data: {passes} reference passes ({time.time() - t0:.0f} s)")
 
     class StandinFusionTrainer(FusionTrainer):
@@ -540,23 +550,12 @@ def _recalibrate_s2m_batchnorm(net: torch.nn.Module, dataset, settings: dict, pa
     """Precise BatchNorm for S2M (see :func:`recalibrate_batchnorm`): exact averages over ``passes`` sweeps
     of the training samples (random crops and scribbles), no weight changes."""
     from model.s2m_model import s2m_forward
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    net.train()
     seed_all(settings["seed"] + 1)
     loader = torch.utils.data.DataLoader(dataset, settings["s2m_batch"], shuffle=True, drop_last=True)
-    try:
-        with torch.no_grad():
-            for _ in range(passes):
-                for data in loader:
-                    s2m_forward(net, data)
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        net.eval()
+    with _exact_batchnorm_statistics(net):
+        for _ in range(passes):
+            for data in loader:
+                s2m_forward(net, data)
 
 
 def s2m_held_out(s2m_net: torch.nn.Module, settings: dict, precisions: Sequence[str]):
