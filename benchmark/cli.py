@@ -230,7 +230,7 @@ def run_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[str, A
         r = results[mode]
         med = median_metrics(r["runs"])
         out_modes[mode] = {
-            "precision_via": r["precision_via"], "runs": r["runs"], "median": med,
+            "precision_via": r["precision_via"], "allocator": r.get("allocator"), "runs": r["runs"], "median": med,
             "peak_rss_bytes": r["peak_rss_bytes"],
             "speedup_vs_baseline": speedups(med, comparable),
             "agreement_with_fp32": {key: agreement(masks["fp32"][key], masks[mode][key])

@@ -94,6 +94,9 @@ def print_table(result: dict[str, Any]) -> None:
         if i == 0:
             print(line)
     print(line)
+    for mode in modes:
+        if result["modes"][mode].get("allocator"):
+            print(f"{mode} memory: {result['modes'][mode]['allocator']}")
     for mode, reason in result["skipped"].items():
         print(f"skipped {mode}: {reason}")
     for note in result["notes"]:

@@ -26,7 +26,8 @@ from inference_core.interaction.fbrs_controller import FBRSController
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_wbg
 from model.propagation.memory import top_k_readout_scratch_bytes
-from util.memory import current_rss_bytes, peak_rss_bytes
+from util.memory import (HUGE_PAGES_ENV, current_rss_bytes, huge_pages_active, keep_default_heap,
+                         large_blocks_mapped, peak_rss_bytes)
 from util.tensor_util import compute_pad, unpad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +69,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+def allocator_description() -> str:
+    """How this process gets its tensor memory (the report's "allocator" line of a mode)."""
+    pages = "huge pages" if huge_pages_active() else "4 KiB pages"
+    heap = "blocks ≥ 1 MiB memory-mapped" if large_blocks_mapped() else "glibc default heap"
+    return f"{pages}, {heap}"
+
+
 def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one mode (the worker process's whole job) and return its result."""
     torch.set_num_threads(cfg["threads"])
+    if cfg["mode"] == "orig":
+        # the original's process: glibc's default heap policy (its parent also turned off huge pages)
+        keep_default_heap()
     if cfg["long_clip"]:
         return long_clip_worker(cfg)
     return clip_worker(cfg)
@@ -173,7 +184,8 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     # on a GPU the memory that matters is the device's: the peak of the allocator (each mode runs in its
     # own process, so the peak is this mode's)
     gpu_peak = torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else None
-    return {"mode": mode, "precision_via": via, "runs": runs, "peak_rss_bytes": peak_rss_bytes(),
+    return {"mode": mode, "precision_via": via, "allocator": allocator_description(), "runs": runs,
+            "peak_rss_bytes": peak_rss_bytes(),
             "gpu_peak_allocated_bytes": gpu_peak,
             "run_to_run_agreement": run_agreement,
             "workload": {"round1_frame": first_idx, "round2_frame": second_idx, "s2m_frame": s2m_idx,
@@ -313,6 +325,8 @@ def run_worker(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(cfg["threads"])
+    if cfg["mode"] == "orig":
+        env[HUGE_PAGES_ENV] = "0"   # PyTorch's default CPU allocator, as the original code runs
     # the package's own entry point, from the project root (whatever the caller's working folder)
     cmd = [sys.executable, "-m", "benchmark", "--_worker", str(cfg_path), "--_result", str(result_path)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE if cfg["quiet"] else None, text=True)

@@ -35,6 +35,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
+from model.batchnorm_fold import inference_network
 from util.memory import map_large_allocations
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
@@ -129,7 +130,9 @@ class InferenceCore:
         map_large_allocations()
         self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        self._prop_net = prop_net.to(self.device, memory_format=layout)
+        # BatchNorm folded into the encoders' convolutions (same numbers up to float rounding, see
+        # model/batchnorm_fold.py); a network without that view (or in training mode) runs as it is
+        self._prop_net = inference_network(prop_net.to(self.device, memory_format=layout))
         self._fuse_net = fuse_net.to(self.device, memory_format=layout) if fuse_net is not None else None
         self.mem_profile = mem_profile
         self.mem_freq = mem_freq

@@ -22,6 +22,7 @@ from torch import nn
 
 from inference_core.memory_bank import PassMemory
 from model.aggregate import aggregate_wbg
+from model.batchnorm_fold import inference_network
 from util.tensor_util import pad_divide_by, unpad
 
 
@@ -37,7 +38,7 @@ class FusionGenerator:
             raise ValueError(f"mem_freq={mem_freq}: must be >= 1")
         if images.dim() == 5:
             images = images[0]
-        self.prop_net = prop_net
+        self.prop_net = inference_network(prop_net)   # BatchNorm-folded encoders when it offers them
         self.mem_freq = mem_freq
         self.num_frames = images.shape[0]
         self.images, self.pad = pad_divide_by(images, 16)

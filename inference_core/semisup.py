@@ -28,6 +28,7 @@ from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
+from model.batchnorm_fold import inference_network
 from util.tensor_util import Pad, apply_pad, unpad
 
 
@@ -96,7 +97,7 @@ class PerObjectPropagation:
         if num_objects < 1:
             raise ValueError(f"num_objects must be ≥ 1, got {num_objects}")
         self.device = torch.device(device)
-        self.prop_net = prop_net.to(self.device)
+        self.prop_net = inference_network(prop_net.to(self.device))   # BatchNorm-folded encoders
         self.mem_freq = mem_freq
         self.k = int(num_objects)
         self.frames = PaddedFrames(images, self.device, keep_all_on_device=False)

@@ -16,12 +16,14 @@ class FusionNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(9, 32, kernel_size=3, padding=1), nn.ReLU())
-        self.conv2 = nn.Sequential(nn.Conv2d(32, 32, kernel_size=3, padding=1), nn.ReLU(),
+        # in-place ReLUs and residual adds: every activation is full resolution, and writing into the
+        # tensor just computed instead of a new one saves a pass over fresh memory (same numbers)
+        self.conv1 = nn.Sequential(nn.Conv2d(9, 32, kernel_size=3, padding=1), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(32, 32, kernel_size=3, padding=1), nn.ReLU(inplace=True),
                                    nn.Conv2d(32, 32, kernel_size=3, padding=1))
-        self.conv3 = nn.Sequential(nn.Conv2d(32, 32, kernel_size=3, padding=1), nn.ReLU(),
+        self.conv3 = nn.Sequential(nn.Conv2d(32, 32, kernel_size=3, padding=1), nn.ReLU(inplace=True),
                                    nn.Conv2d(32, 32, kernel_size=3, padding=1))
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.final_conv = nn.Conv2d(32, 1, kernel_size=3, padding=1)
 
     def forward(self, im: torch.Tensor, seg1: torch.Tensor, seg2: torch.Tensor, attn: torch.Tensor,
@@ -29,6 +31,6 @@ class FusionNet(nn.Module):
         h, w = im.shape[-2:]
         time_planes = time[:, :, None, None].expand(-1, -1, h, w)
         x = self.conv1(torch.cat([im, seg1, seg2, attn, time_planes], 1))
-        x = self.relu(x + self.conv2(x))
-        x = self.relu(x + self.conv3(x))
+        x = self.relu(self.conv2(x).add_(x))   # = relu(x + conv2(x)): float addition commutes
+        x = self.relu(self.conv3(x).add_(x))
         return self.final_conv(x)

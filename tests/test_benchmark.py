@@ -77,6 +77,11 @@ def test_schema_and_modes(tiny_result):
     # (formula weights leave object channels nearly tied, so a few pixels may flip)
     assert min(result["modes"]["orig"]["agreement_with_fp32"].values()) >= 0.98
     assert "f-BRS click 1" in stdout and "agreement with fp32" in stdout
+    # the original's process keeps PyTorch's and glibc's default allocation; ours use huge pages
+    assert result["modes"]["orig"]["allocator"] == "4 KiB pages, glibc default heap"
+    if sys.platform.startswith("linux"):
+        assert result["modes"]["fp32"]["allocator"].startswith("huge pages")
+    assert "orig memory: 4 KiB pages" in stdout
 
 
 @pytest.mark.slow

@@ -258,6 +258,7 @@ def test_controller_undo_restores_previous_click(seeded_fbrs, monkeypatch):
     assert ctrl.undo() is None  # nothing left: harmless
 
 
+@pytest.mark.reference
 def test_fast_controller_stays_close_to_original(fbrs_net, load_fixture):
     """The fast path (BN-folded features) is not bitwise, but its masks stay those of the original."""
     z = load_fixture("fbrs")

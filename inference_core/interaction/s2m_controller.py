@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.aggregate import aggregate_wbg
+from model.batchnorm_fold import inference_network
 from util.tensor_util import pad_divide_by
 
 GUI_NO_SCRIBBLE = 255
@@ -75,6 +76,7 @@ def run_s2m(s2m_net: nn.Module, net_input: torch.Tensor, batch_size: int | None 
 
     All objects in one network call unless ``batch_size`` caps the batch (to bound GPU memory).
     """
+    s2m_net = inference_network(s2m_net)   # BatchNorm folded (cached on the network), in eval mode
     if batch_size is None or batch_size >= net_input.shape[0]:
         return torch.sigmoid(s2m_net(net_input))
     return torch.cat([torch.sigmoid(s2m_net(chunk)) for chunk in net_input.split(batch_size)], 0)

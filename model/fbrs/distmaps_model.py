@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.batchnorm_fold import fold_batchnorm
+
 from .deeplab import DeepLabV3Plus, SepConvHead
 from .dist_maps import DistMaps
 
@@ -22,10 +24,9 @@ class FoldedFeatureExtractor(nn.Module):
 
     def __init__(self, fe: DeepLabV3Plus):
         super().__init__()
-        from torch.fx.experimental.optimization import fuse  # conv+BN folding of an eval-mode module
-        self.backbone = fuse(fe.backbone)
-        self.skip_project = fuse(fe.skip_project)
-        self.aspp = fuse(fe.aspp)
+        self.backbone = fold_batchnorm(fe.backbone)
+        self.skip_project = fold_batchnorm(fe.skip_project)
+        self.aspp = fold_batchnorm(fe.aspp)
         self.to(memory_format=torch.channels_last)
         for p in self.parameters():
             p.requires_grad_(False)

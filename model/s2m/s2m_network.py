@@ -20,6 +20,8 @@ from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from model.batchnorm_fold import cached_inference_view, fold_batchnorm
+
 S2M_IN_CHANNELS = 6
 
 
@@ -61,6 +63,12 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
+
+    def with_folded_batchnorm(self) -> nn.Module:
+        """An inference copy (eval mode) with every BatchNorm folded into its convolution
+        (:func:`model.batchnorm_fold.fold_batchnorm`): same logits up to float rounding, ~10 % less
+        time on CPU. Cached, and rebuilt when the weights change."""
+        return cached_inference_view(self, lambda: fold_batchnorm(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` B×6×H×W → logits B×num_classes×H×W (contiguous)."""
