@@ -75,6 +75,13 @@ def fuse_frame(prop_net: torch.nn.Module, fuse_net: torch.nn.Module, image: torc
     return aggregate_wbg(fused, keep_bg=True)
 
 
+def _query_features_of(prop_net: torch.nn.Module, frames: PaddedFrames) -> Callable[[int], QueryFeatures]:
+    """``t -> prop_net.get_query_features(frame t)`` (what the session's feature cache computes)."""
+    def compute(t: int) -> QueryFeatures:
+        return prop_net.get_query_features(frames.get(t))
+    return compute
+
+
 class InferenceCore:
     """One interactive video session.
 
@@ -149,7 +156,10 @@ class InferenceCore:
         if feature_cache_bytes is None:
             frames = _PROFILE_CACHE_FRAMES[mem_profile]
             feature_cache_bytes = frames * _FEATURE_FLOATS_PER_CELL * self.kh * self.kw * 4
-        self._query_cache = FeatureCache(self._compute_query, feature_cache_bytes)
+        # the cache computes through a function that does not hold the session: a bound method would
+        # make session ↔ cache a reference cycle, and a closed session's gigabytes (cached features,
+        # probabilities) would then stay resident until Python's cycle collector happened to run
+        self._query_cache = FeatureCache(_query_features_of(self._prop_net, self._frames), feature_cache_bytes)
 
         # the one place this session's probabilities live
         self._probs = ProbStore(self._k, self.t, self.nh, self.nw, self.result_dev, prob_storage,
@@ -337,9 +347,6 @@ class InferenceCore:
                          f"(padded {self.nw}×{self.nh})")
 
     # ------------------------------------------------------------------ features
-    def _compute_query(self, t: int) -> QueryFeatures:
-        return self._prop_net.get_query_features(self._frames.get(t))
-
     def _segment(self, keys: torch.Tensor, values: torch.Tensor | list, query: QueryFeatures) -> torch.Tensor:
         """Per-object sigmoid probabilities ``K×1×H'×W'`` (float32) of a query frame; ``values`` is
         what :meth:`PassMemory.readout` returns (a tensor, or K row sources when part is spilled)."""

@@ -105,3 +105,21 @@ def test_channels_last_off_gives_the_same_result(clip, state_dicts, baseline):
         top2 = p0.topk(2, dim=0).values[:, 0, 6:6 + HEIGHT, 5:5 + WIDTH]
         clear = (top2[0] - top2[1] > 1e-3).numpy()
         assert np.array_equal(steps0[2][t][clear], steps[2][t][clear])
+
+
+def test_a_closed_session_is_freed_at_once(clip, state_dicts):
+    """Dropping the last reference to a session frees it (and its cached features and probabilities)
+    right away: nothing in it refers back to it, so it never waits for Python's cycle collector."""
+    import gc
+    import weakref
+
+    core, _ = _replay(clip, state_dicts)
+    core.add_object()
+    core.interact(one_hot(clip.labels[2], K + 1), 2)
+    ref = weakref.ref(core)
+    gc.disable()
+    try:
+        del core
+        assert ref() is None
+    finally:
+        gc.enable()
