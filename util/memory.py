@@ -72,7 +72,7 @@ def request_huge_pages() -> None:
     Why: large tensors are memory-mapped afresh for every operation (see :func:`map_large_allocations`),
     and filling fresh 4 KiB pages costs a page fault each: a ReLU into a new 53 MB tensor took 23 ms,
     into an existing one 6 ms (480p, 2 threads). With huge pages a fault covers 2 MiB; a propagation
-    frame is 10–20 % faster (same numbers: only where the memory comes from changes). Needs a Linux
+    frame is 10–25 % faster (same numbers: only where the memory comes from changes). Needs a Linux
     kernel with transparent huge pages in ``madvise`` or ``always`` mode; elsewhere it changes nothing.
     """
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
