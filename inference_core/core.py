@@ -86,7 +86,9 @@ class InferenceCore:
     """One interactive video session.
 
     The networks are moved (and converted to channels_last) *in place*: build the core outside
-    ``torch.inference_mode()`` if the same modules are trained afterwards.
+    ``torch.inference_mode()`` if the same modules are trained afterwards. An eval-mode propagation
+    network runs through its BatchNorm-folded view (``with_folded_batchnorm``, built from the weights it
+    has when the core is built and cached on the network).
 
     Args:
         prop_net: ``model.propagation.prop_net.PropagationNetwork`` (eval mode).
