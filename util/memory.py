@@ -79,11 +79,13 @@ def request_huge_pages() -> None:
 
 
 def huge_pages_active() -> bool:
-    """Whether PyTorch's CPU allocator takes its huge-page path in this process, probed with one 4 MiB
-    allocation: that path page-aligns large blocks (and advises huge pages for them), the plain one
-    aligns them to 64 bytes past glibc's chunk header."""
+    """Whether PyTorch's CPU allocator takes its huge-page path in this process, probed with one 64 MiB
+    allocation (never touched, so never resident): that path page-aligns large blocks (and advises huge
+    pages for them), the plain one aligns them to 64 bytes past glibc's chunk header. 64 MiB is above
+    any mmap threshold glibc uses, so the block is always a fresh map, never a heap address that could
+    be page-aligned by chance."""
     import torch
-    probe = torch.empty(2 * HUGE_PAGE_BYTES, dtype=torch.uint8)
+    probe = torch.empty(64 * 2 ** 20, dtype=torch.uint8)
     return probe.data_ptr() % 4096 == 0
 
 
