@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.batchnorm_fold import fold_batchnorm
+from model.batchnorm_fold import cached_inference_view, fold_batchnorm
 
 from .deeplab import DeepLabV3Plus, SepConvHead
 from .dist_maps import DistMaps
@@ -59,17 +59,11 @@ class DistMapsModel(nn.Module):
         self.dist_maps = DistMaps(norm_radius=norm_radius, spatial_scale=1.0)
         self.feature_extractor = DeepLabV3Plus(ch=deeplab_ch, project_dropout=aspp_dropout)
         self.head = SepConvHead(1, in_channels=deeplab_ch, mid_channels=deeplab_ch // 2, num_layers=2)
-        self._folded: tuple[tuple, FoldedFeatureExtractor] | None = None
-
-    def _weights_signature(self) -> tuple:
-        # any in-place weight update (load_state_dict, optimiser step) bumps a tensor's _version
-        return tuple((t.data_ptr(), t._version) for t in self.feature_extractor.state_dict(keep_vars=True).values())
 
     def _folded_features(self) -> FoldedFeatureExtractor:
-        signature = self._weights_signature()
-        if self._folded is None or self._folded[0] != signature:
-            self._folded = (signature, FoldedFeatureExtractor(self.feature_extractor))
-        return self._folded[1]
+        # cached on the feature extractor, rebuilt when any of its weights changes
+        fe = self.feature_extractor
+        return cached_inference_view(fe, lambda: FoldedFeatureExtractor(fe))
 
     def head_input(self, image: torch.Tensor, points: torch.Tensor, folded: bool = False) -> torch.Tensor:
         """B×(ch+32)×H/4×W/4 features entering the DeepLab head (f-BRS-B "after_aspp").
