@@ -27,7 +27,7 @@ from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_wbg
 from model.propagation.memory import top_k_readout_scratch_bytes
 from util.memory import (HUGE_PAGES_ENV, current_rss_bytes, huge_pages_active, keep_default_heap,
-                         large_blocks_mapped, peak_rss_bytes)
+                         heap_policy, peak_rss_bytes)
 from util.tensor_util import compute_pad, unpad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,7 @@ def _sync(device: str) -> None:
 def allocator_description() -> str:
     """How this process gets its tensor memory (the report's "allocator" line of a mode)."""
     pages = "huge pages" if huge_pages_active() else "4 KiB pages"
-    heap = "blocks ≥ 1 MiB memory-mapped" if large_blocks_mapped() else "glibc default heap"
-    return f"{pages}, {heap}"
+    return f"{pages}, {heap_policy()}"
 
 
 def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:

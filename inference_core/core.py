@@ -36,7 +36,7 @@ from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
 from model.batchnorm_fold import inference_network
-from util.memory import map_large_allocations
+from util.memory import mapped_large_blocks
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
 
@@ -134,9 +134,6 @@ class InferenceCore:
         if mem_profile not in _PROFILE_CACHE_FRAMES:
             raise ValueError(f"mem_profile must be 0, 1, 2 or 3, got {mem_profile!r}")
         self.device, self.precision = resolve_device_precision(device, precision)
-        # frame-sized tensors freed every frame would otherwise fragment the C heap and stay resident
-        # over a long pass (gigabytes at 1000 frames): large blocks are memory-mapped instead
-        map_large_allocations()
         self._autocast_dtype = autocast_dtype(self.precision)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         # BatchNorm folded into the encoders' convolutions (same numbers up to float rounding, see
@@ -397,29 +394,32 @@ class InferenceCore:
             raise ValueError("the clip has a single frame: there is nothing to propagate to "
                              "(use update_mask_only to set its mask)")
         mask = self._prepare_mask(mask, "interact mask")
-        # inference/autocast modes are entered around each step, never across a yield, so the
-        # caller's code between frames runs in its own (grad, precision) mode
-        try:
-            with self._compute():
-                key_k, _ = self._store_interaction(mask, idx)
-            backward_stop, forward_stop = self.pass_bounds(idx)
-            total = max(forward_stop - backward_stop - 2, 0)
-            done = 0
-            yield 0, total
-            for stop, step in ((forward_stop, +1), (backward_stop, -1)):
-                frames = self._pass(key_k, idx, stop, step)
-                try:
-                    while True:
-                        with self._compute():
-                            ti = next(frames, None)
-                        if ti is None:
-                            break
-                        done += 1
-                        yield done, total
-                finally:
-                    frames.close()   # a cancelled pass releases its memory bank now
-        finally:
-            self._refresh_masks()
+        # frame-sized tensors freed every frame would otherwise fragment the C heap and stay resident
+        # over a long pass (gigabytes at 1000 frames): while the pass runs, large blocks are mapped
+        with mapped_large_blocks():
+            # inference/autocast modes are entered around each step, never across a yield, so the
+            # caller's code between frames runs in its own (grad, precision) mode
+            try:
+                with self._compute():
+                    key_k, _ = self._store_interaction(mask, idx)
+                backward_stop, forward_stop = self.pass_bounds(idx)
+                total = max(forward_stop - backward_stop - 2, 0)
+                done = 0
+                yield 0, total
+                for stop, step in ((forward_stop, +1), (backward_stop, -1)):
+                    frames = self._pass(key_k, idx, stop, step)
+                    try:
+                        while True:
+                            with self._compute():
+                                ti = next(frames, None)
+                            if ti is None:
+                                break
+                            done += 1
+                            yield done, total
+                    finally:
+                        frames.close()   # a cancelled pass releases its memory bank now
+            finally:
+                self._refresh_masks()
 
     def _store_interaction(self, mask: torch.Tensor, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         self._interacted.add(idx)

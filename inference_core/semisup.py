@@ -29,6 +29,7 @@ from inference_core.memory_bank import PassMemory
 from inference_core.prob_store import ProbStore
 from model.aggregate import aggregate_wbg
 from model.batchnorm_fold import inference_network
+from util.memory import mapped_large_blocks
 from util.tensor_util import Pad, apply_pad, unpad
 
 
@@ -144,7 +145,8 @@ class PerObjectPropagation:
         key, value = self.prop_net.memorize(self.frames.get(frame), prob[self.enabled])
         for i, obj in enumerate(self.enabled):
             self._append(obj, frame, key[i:i + 1], value[i:i + 1])
-        self._pass(frame, end)
+        with mapped_large_blocks():   # a long pass keeps the C heap unfragmented (util/memory.py)
+            self._pass(frame, end)
 
     def _append(self, obj: int, t: int, key: torch.Tensor, value: torch.Tensor) -> None:
         if obj in self.keys:
