@@ -40,8 +40,9 @@ from util.memory import mapped_large_blocks
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
 from util.tensor_util import apply_pad, unpad
 
-# cached query features per h×w cell: k16 128 + v16 512 + s8 512·4 + s4 256·16 channels
-_FEATURE_FLOATS_PER_CELL = 128 + 512 + 512 * 4 + 256 * 16
+# cached query features per h×w cell: k16 128 + the query value's part of the decoder 1024 + s8 512·4 +
+# s4 256·16 channels
+_FEATURE_FLOATS_PER_CELL = 128 + 1024 + 512 * 4 + 256 * 16
 # the original's per-profile buffer sizes, in frames
 _PROFILE_CACHE_FRAMES = {0: 105, 1: 105, 2: 3, 3: 1}
 

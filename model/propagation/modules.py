@@ -191,7 +191,34 @@ class Decoder(nn.Module):
 
     def decode_from_skips(self, f16: torch.Tensor, s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
         """The per-object part of the decoder given precomputed :meth:`skips` → logits ``B×1×16h×16w``."""
-        x = self.compress(f16)
+        return self._upsample(self.compress(f16), s8, s4)
+
+    def query_value_part(self, v16: torch.Tensor) -> torch.Tensor:
+        """What the query value contributes to ``compress``, computed once per frame: ``compress`` sees
+        ``readout ⊕ v16`` (channels 0–511 and 512–1023), and its two convolutions on that input (``conv1``
+        after a ReLU, ``downsample`` without) split exactly into a readout part and a v16 part.
+        ``v16 1×512×h×w`` → ``1×1024×h×w``: the v16 parts of ``conv1`` and ``downsample``, biases included
+        (see :meth:`decode_with_query_part`)."""
+        c, n = self.compress, v16.shape[1]
+        q1 = F.conv2d(F.relu(v16), c.conv1.weight[:, -n:], c.conv1.bias, padding=1)
+        qd = F.conv2d(v16, c.downsample.weight[:, -n:], c.downsample.bias, padding=1)
+        return torch.cat([q1, qd], 1)
+
+    def decode_with_query_part(self, readout: torch.Tensor, q16: torch.Tensor, s8: torch.Tensor,
+                               s4: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode_from_skips` of ``readout ⊕ v16`` from the readout ``B×512×h×w`` and
+        :meth:`query_value_part` ``q16`` (batch 1, shared by the B objects) → logits ``B×1×16h×16w``.
+        Same function; only the summation order of ``compress``'s input channels changes (float
+        rounding), and each object's convolutions read 512 channels instead of 1024."""
+        c, n = self.compress, readout.shape[1]
+        half = q16.shape[1] // 2
+        x = F.conv2d(F.relu(readout), c.conv1.weight[:, :n], padding=1).add_(q16[:, :half])
+        r = c.conv2(F.relu(x, inplace=True))
+        x = r.add_(F.conv2d(readout, c.downsample.weight[:, :n], padding=1).add_(q16[:, half:]))
+        return self._upsample(x, s8, s4)
+
+    def _upsample(self, x: torch.Tensor, s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
+        """From ``compress``'s output ``B×512×h×w`` and the skips to logits ``B×1×16h×16w``."""
         x = self.up_16_8.merge(s8, x)
         x = self.up_8_4.merge(s4, x)
         x = self.pred(F.relu(x))

@@ -89,20 +89,21 @@ class PropagationNetwork(PropagationEncoders):
     # -- cached-feature path used by the inference core: identical numbers, less work per round --
     def get_query_features(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Everything a query frame contributes that does not depend on the memory or the objects:
-        frame ``1×3×H×W`` → (k16 ``1×128×h×w``, v16 ``1×512×h×w``, s8 ``1×512×2h×2w``, s4 ``1×256×4h×4w``),
-        where s8/s4 are the decoder's skip branches. Cache these per frame and call
-        :meth:`segment_with_features`; f16/f8/f4 are not needed afterwards."""
+        frame ``1×3×H×W`` → (k16 ``1×128×h×w``, q16 ``1×1024×h×w``, s8 ``1×512×2h×2w``, s4
+        ``1×256×4h×4w``), where q16 is the query value's part of the decoder's first block
+        (:meth:`Decoder.query_value_part`) and s8/s4 are its skip branches. Cache these per frame and
+        call :meth:`segment_with_features`; f16/f8/f4 and v16 are not needed afterwards."""
         f16, f8, f4 = self.rgb_encoder(frame)
         k16, v16 = self.kv_q_f16(f16)
         s8, s4 = self.decoder.skips(f8, f4)
-        return k16, v16, s8, s4
+        return k16, self.decoder.query_value_part(v16), s8, s4
 
-    def segment_with_features(self, keys: torch.Tensor, values: torch.Tensor, k16: torch.Tensor, v16: torch.Tensor,
+    def segment_with_features(self, keys: torch.Tensor, values: torch.Tensor, k16: torch.Tensor, q16: torch.Tensor,
                               s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
-        """:meth:`segment_with_query` from :meth:`get_query_features` → sigmoid ``K×1×H×W``."""
+        """:meth:`segment_with_query` from :meth:`get_query_features` → sigmoid ``K×1×H×W`` (the
+        objects' decoders share the query value's part, computed once per frame)."""
         readout = self.read_memory(keys, values, k16)
-        m16 = torch.cat([readout, v16.expand(readout.shape[0], -1, -1, -1)], 1)
-        return torch.sigmoid(self.decoder.decode_from_skips(m16, s8, s4))
+        return torch.sigmoid(self.decoder.decode_with_query_part(readout, q16, s8, s4))
 
     def get_W(self, mk16: torch.Tensor, qk16: torch.Tensor) -> torch.Tensor:
         """Full-softmax affinity ``1×hw×hw`` between memory key ``1×128×1×h×w`` and query key ``1×128×h×w``."""
