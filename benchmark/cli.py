@@ -10,7 +10,9 @@ Workload (deterministic; formula weights with ``--reference``, else a seeded ini
 * one S2M scribble interaction (every object + background strokes) and three f-BRS clicks (2 positive,
   1 negative) on single frames.
 
-Every precision mode runs in its own subprocess (so peak RSS is per mode), ``--runs`` times (median).
+Every run of every precision mode is its own subprocess (so peak RSS is per mode and run), and the modes
+take turns (run 1 of every mode, then run 2, ...) so that a slow spell of a shared machine falls on all of
+them; numbers are medians of ``--runs``.
 Other modes are compared pixel by pixel with the exact float32 path (masks after each round, S2M labels,
 f-BRS masks). ``--long-clip`` instead measures memory on a lazily generated 1000-frame clip.
 """
@@ -211,14 +213,36 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run(first: dict[str, Any], first_masks: dict[str, np.ndarray], later: dict[str, Any],
+            later_masks: dict[str, np.ndarray], keys: tuple[str, ...]) -> None:
+    """Fold a later one-run worker result of a mode into its first one (in place): its timings are
+    appended, peaks are the largest, and run-to-run agreement is the lowest agreement of any run's masks
+    with the first run's."""
+    first["runs"] = first["runs"] + later["runs"]
+    first["peak_rss_bytes"] = max(first["peak_rss_bytes"], later["peak_rss_bytes"])
+    if later.get("gpu_peak_allocated_bytes") is not None:
+        first["gpu_peak_allocated_bytes"] = max(first.get("gpu_peak_allocated_bytes") or 0,
+                                                later["gpu_peak_allocated_bytes"])
+    for key in keys:
+        first["run_to_run_agreement"][key] = min(first["run_to_run_agreement"][key],
+                                                 agreement(first_masks[key], later_masks[key]))
+
+
 def run_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[str, Any]:
-    results, masks = {}, {}
-    for mode in modes:
-        log(f"== mode {mode}: {args.runs} run(s) in a fresh process ==", args.quiet)
-        cfg = dict(base_cfg, mode=mode, masks_out=str(work / f"{mode}_masks.npz"))
-        results[mode] = run_worker(cfg, work)
-        with np.load(cfg["masks_out"]) as z:
-            masks[mode] = {key: z[key] for key in z.files}
+    results: dict[str, dict[str, Any]] = {}
+    masks: dict[str, dict[str, np.ndarray]] = {}
+    keys = agreement_keys(args.clicks)
+    for run in range(args.runs):
+        for mode in modes:
+            log(f"== mode {mode}, run {run + 1}/{args.runs}: a fresh process ==", args.quiet)
+            cfg = dict(base_cfg, mode=mode, runs=1, masks_out=str(work / f"{mode}_run{run}_masks.npz"))
+            r = run_worker(cfg, work)
+            with np.load(cfg["masks_out"]) as z:
+                run_masks = {key: z[key] for key in z.files}
+            if mode not in results:
+                results[mode], masks[mode] = r, run_masks
+            else:
+                add_run(results[mode], masks[mode], r, run_masks, keys)
     comparable = all(config[key] == BASELINE["workload"][key] for key in BASELINE["workload"])
     if not comparable:
         notes.append("the workload differs from the baseline's (24 frames 854×480, 2 objects, mem_freq 5): "

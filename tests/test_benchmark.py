@@ -207,3 +207,25 @@ def test_original_path_matches_the_network():
         core.interact(round2, 0)      # frame 1 is fused between the two interactions
         probs.append(torch.stack([core.get_prob(t) for t in range(5)]))
     assert (probs[0] - probs[1]).abs().max().item() < 1e-4
+
+
+def test_runs_in_separate_processes_fold_into_one_result():
+    """Each run is its own worker process; their results fold into the mode's: timings in run order,
+    the largest peak, the lowest agreement with the first run's masks."""
+    import numpy as np
+
+    from benchmark.cli import add_run
+    a = np.zeros((4, 4), np.uint8)
+    b = a.copy()
+    b[0, :2] = 1                                  # 2 of 16 pixels differ
+    first = {"runs": [{"round1_s_per_frame": 2.0}], "peak_rss_bytes": 3, "gpu_peak_allocated_bytes": None,
+             "run_to_run_agreement": {"round1": 1.0}}
+    add_run(first, {"round1": a}, {"runs": [{"round1_s_per_frame": 1.0}], "peak_rss_bytes": 5,
+                                   "gpu_peak_allocated_bytes": None, "run_to_run_agreement": {"round1": 1.0}},
+            {"round1": b}, ("round1",))
+    add_run(first, {"round1": a}, {"runs": [{"round1_s_per_frame": 3.0}], "peak_rss_bytes": 4,
+                                   "gpu_peak_allocated_bytes": None, "run_to_run_agreement": {"round1": 1.0}},
+            {"round1": a}, ("round1",))
+    assert [r["round1_s_per_frame"] for r in first["runs"]] == [2.0, 1.0, 3.0]
+    assert first["peak_rss_bytes"] == 5 and first["gpu_peak_allocated_bytes"] is None
+    assert first["run_to_run_agreement"]["round1"] == 14 / 16
