@@ -37,7 +37,7 @@ from benchmark.report import (BASELINE, SCHEMA, TARGETS, agreement_keys, median_
 from benchmark.runner import log, run_worker, worker_main
 from benchmark.weights import write_weights
 from benchmark.workload import agreement
-from util.cli import run_cli
+from util.cli import CliError, output_file, run_cli
 from util.fileio import atomic_write_text
 from util.precision import resolve_device
 
@@ -134,6 +134,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("--size W", args.size[0], 16), ("--size H", args.size[1], 16)):
         if value < low:
             raise BenchmarkError(f"{name} {value}: must be at least {low}")
+    # checked before any work: a bad results path must not surface after minutes of timing
+    try:
+        args.out = output_file("--out", args.out, inputs={"--reference": args.reference})
+    except CliError as e:
+        raise BenchmarkError(str(e)) from None
     if args.memory_ram_mb < 0 and args.memory_ram_mb != -1:
         raise BenchmarkError(f"--memory-ram-mb {args.memory_ram_mb}: must be at least 0, or -1 (no spill)")
     try:

@@ -163,11 +163,13 @@ class PerObjectPropagation:
         memories = {obj: PassMemory(self.keys[obj], self.values[obj], self.memory_frames[obj], start, frames,
                                     self.mem_freq) for obj in self.enabled}
         for ti in frames:
-            f16, f8, f4, k16, v16 = self.prop_net.get_query_values(self.frames.get(ti))
+            k16, q16, s8, s4 = self.prop_net.get_query_features(self.frames.get(ti))
             # objects have memories of different lengths, so each is read on its own; the decoder then
-            # runs once for all of them (the original decodes object by object: same numbers)
-            readouts = [self.prop_net.read_memory(*memories[obj].readout(), k16) for obj in self.enabled]
-            out = aggregate_wbg(self.prop_net.decode(torch.cat(readouts, 0), f8, f4, v16), keep_bg=True)
+            # runs once for all of them, sharing the query frame's part (the original decodes object by
+            # object: same numbers up to float rounding)
+            readouts = torch.cat([self.prop_net.read_memory(*memories[obj].readout(), k16) for obj in self.enabled], 0)
+            out = torch.sigmoid(self.prop_net.decoder.decode_with_query_part(readouts, q16, s8, s4))
+            out = aggregate_wbg(out, keep_bg=True)
             prob = self.probs.get(ti, self.device)
             prob[0] = out[0]
             prob[self.enabled] = out[1:]

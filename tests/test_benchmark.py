@@ -229,3 +229,11 @@ def test_runs_in_separate_processes_fold_into_one_result():
     assert [r["round1_s_per_frame"] for r in first["runs"]] == [2.0, 1.0, 3.0]
     assert first["peak_rss_bytes"] == 5 and first["gpu_peak_allocated_bytes"] is None
     assert first["run_to_run_agreement"]["round1"] == 14 / 16
+
+
+def test_a_results_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    from benchmark.cli import main
+    assert main(["--out", str(tmp_path), "--runs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: --out {tmp_path}: is a folder")
+    assert list(tmp_path.iterdir()) == []

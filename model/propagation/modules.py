@@ -200,8 +200,8 @@ class Decoder(nn.Module):
         ``v16 1×512×h×w`` → ``1×1024×h×w``: the v16 parts of ``conv1`` and ``downsample``, biases included
         (see :meth:`decode_with_query_part`)."""
         c, n = self.compress, v16.shape[1]
-        q1 = F.conv2d(F.relu(v16), c.conv1.weight[:, -n:], c.conv1.bias, padding=1)
-        qd = F.conv2d(v16, c.downsample.weight[:, -n:], c.downsample.bias, padding=1)
+        q1 = F.conv2d(F.relu(v16), c.conv1.weight[:, -n:], c.conv1.bias, padding=c.conv1.padding)
+        qd = F.conv2d(v16, c.downsample.weight[:, -n:], c.downsample.bias, padding=c.downsample.padding)
         return torch.cat([q1, qd], 1)
 
     def decode_with_query_part(self, readout: torch.Tensor, q16: torch.Tensor, s8: torch.Tensor,
@@ -212,9 +212,9 @@ class Decoder(nn.Module):
         rounding), and each object's convolutions read 512 channels instead of 1024."""
         c, n = self.compress, readout.shape[1]
         half = q16.shape[1] // 2
-        x = F.conv2d(F.relu(readout), c.conv1.weight[:, :n], padding=1).add_(q16[:, :half])
+        x = F.conv2d(F.relu(readout), c.conv1.weight[:, :n], padding=c.conv1.padding).add_(q16[:, :half])
         r = c.conv2(F.relu(x, inplace=True))
-        x = r.add_(F.conv2d(readout, c.downsample.weight[:, :n], padding=1).add_(q16[:, half:]))
+        x = r.add_(F.conv2d(readout, c.downsample.weight[:, :n], padding=c.downsample.padding).add_(q16[:, half:]))
         return self._upsample(x, s8, s4)
 
     def _upsample(self, x: torch.Tensor, s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
