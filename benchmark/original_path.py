@@ -3,14 +3,17 @@
 :class:`OriginalPath` wraps a :class:`model.propagation.prop_net.PropagationNetwork` and implements the
 interface the inference core uses (``memorize``, ``get_query_features``, ``segment_with_features``,
 ``get_attention``) the way the original MiVOS computes it: the cached query features are the encoder
-outputs ``(k16, v16, f16, f8, f4)`` and every segmentation runs the full decoder (skip branches
-included) through ``segment_with_query``. Together with ``channels_last=False`` and f-BRS without its
-folded copy this is the benchmark's ``orig`` mode: the original's arithmetic on the same machine.
+outputs ``(k16, v16, f16, f8, f4)``, memory is read through the dense top-k product and every
+segmentation runs the full decoder (skip branches included). Together with ``channels_last=False``
+and f-BRS without its folded copy this is the benchmark's ``orig`` mode: the original's arithmetic on
+the same machine.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from model.propagation.memory import readout, scaled_affinity, top_k_softmax_
 
 
 class OriginalPath(nn.Module):
@@ -34,7 +37,25 @@ class OriginalPath(nn.Module):
                               v16: torch.Tensor, f16: torch.Tensor, f8: torch.Tensor,
                               f4: torch.Tensor) -> torch.Tensor:
         """Memory read + full decoder → sigmoid probabilities ``K×1×H×W``."""
-        return self.net.segment_with_query(keys, values, f16, f8, f4, k16, v16)
+        top_k = self.net.top_k
+        if top_k is None or not isinstance(values, torch.Tensor):
+            return self.net.segment_with_query(keys, values, f16, f8, f4, k16, v16)
+        return self.net.decode(self.read_memory(keys, values, k16, top_k), f8, f4, v16)
+
+    @staticmethod
+    def read_memory(keys: torch.Tensor, values: torch.Tensor, k16: torch.Tensor, top_k: int) -> torch.Tensor:
+        """The original's top-k read, one object at a time: the whole ``T·h·w × h·w`` affinity, top-k
+        along its memory axis, the softmax weights scattered back into it (zeros elsewhere) and one
+        dense product with the values. keys ``K×CK×T×h×w``, values ``K×CV×T×h×w``, k16 ``1×CK×h×w``
+        → ``K×CV×h×w``."""
+        k, ck, _, h, w = keys.shape
+        cv = values.shape[1]
+        out = []
+        for i in range(k):
+            affinity = top_k_softmax_(scaled_affinity(keys[i:i + 1].reshape(1, ck, -1), k16.reshape(1, ck, -1)),
+                                      top_k)
+            out.append(readout(values[i:i + 1].reshape(1, cv, -1).contiguous(), affinity).view(1, cv, h, w))
+        return torch.cat(out, 0)
 
     def get_attention(self, mk16: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor,
                       qk16: torch.Tensor) -> torch.Tensor:

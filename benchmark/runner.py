@@ -24,7 +24,7 @@ from dataset.synthetic import make_clip
 from inference_core import InferenceCore
 from inference_core.interaction.fbrs_controller import FBRSController
 from inference_core.interaction.s2m_controller import S2MController
-from model.aggregate import aggregate_wbg
+from model.aggregate import aggregate_wbg, hard_labels
 from model.propagation.memory import top_k_readout_scratch_bytes
 from util.memory import (HUGE_PAGES_ENV, current_rss_bytes, huge_pages_active, keep_default_heap,
                          heap_policy, peak_rss_bytes)
@@ -148,7 +148,7 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             _sync(device)
             start = time.perf_counter()
             prob = aggregate_wbg(s2m.interact(image, prev, scribbles), keep_bg=True)
-            labels = torch.argmax(prob, dim=0)[0]
+            labels = hard_labels(prob)[0]
             _sync(device)
             timings["s2m_s"] = time.perf_counter() - start
         masks["s2m"] = unpad(labels.cpu().numpy().astype(np.uint8), pad)

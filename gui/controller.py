@@ -37,6 +37,7 @@ from gui.targets import EditTarget, FrameTarget, LocalTarget, stroke_canvas
 from gui.workspace import SessionState, Workspace, WorkspaceError
 from inference_core.interaction.interactions import (ClickInteraction, FreeInteraction, LocalInteraction,
                                                      ScribbleInteraction, bbox_from_points)
+from model.aggregate import hard_labels
 from util.memory import current_rss_mib
 from util.palette import object_colours
 from util.tensor_util import pad_divide_by, unpad
@@ -726,7 +727,7 @@ class AnnotationController:
                 if 0 < done <= len(order):
                     # the core refreshes its masks when the pass ends: show each frame's newest result now
                     t = order[done - 1]
-                    hard = torch.argmax(self.core.get_prob(t), 0)
+                    hard = hard_labels(self.core.get_prob(t))
                     self._live[t] = unpad(hard, self.core.pad)[0].to("cpu", torch.uint8).numpy()
                 self.progress = (done, total)
                 yield done, total

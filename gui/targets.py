@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from inference_core.interaction.interactions import CropperInteraction, Interaction, StrokeCanvas
+from model.aggregate import hard_labels
 from util.tensor_util import Pad, unpad
 
 STROKE_HISTORY = 100
@@ -184,11 +185,11 @@ class LocalTarget(EditTarget):
         return self.history[0].out_mask
 
     def prev_hard(self) -> torch.Tensor:
-        return torch.argmax(self.mask, 0).to(torch.uint8)
+        return hard_labels(self.mask).to(torch.uint8)
 
     def set_mask(self, mask: torch.Tensor) -> None:
         self.mask = mask
 
     def show(self) -> None:
-        hard = torch.argmax(self.mask, 0)
+        hard = hard_labels(self.mask)
         self.np_mask = unpad(hard, self._pad)[0].to(torch.uint8).cpu().numpy()

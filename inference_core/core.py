@@ -34,7 +34,7 @@ from inference_core.feature_cache import FeatureCache, QueryFeatures
 from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import CertainMemory, PassMemory
 from inference_core.prob_store import ProbStore
-from model.aggregate import aggregate_wbg
+from model.aggregate import aggregate_wbg, hard_labels
 from model.batchnorm_fold import inference_network
 from util.memory import mapped_large_blocks
 from util.precision import autocast_dtype, resolve_device, resolve_device_precision
@@ -474,7 +474,7 @@ class InferenceCore:
     def _refresh_masks(self) -> None:
         """Recompute the hard masks of every frame whose probabilities (or displayed mask) changed."""
         for t in sorted(self._stale_masks):
-            self._masks[t] = torch.argmax(self._probs.get(t), dim=0).to("cpu", torch.uint8)
+            self._masks[t] = hard_labels(self._probs.get(t)).to("cpu", torch.uint8)
         self._stale_masks.clear()
 
     def update_mask_only(self, prob_mask: torch.Tensor, idx: int) -> np.ndarray:
@@ -483,7 +483,7 @@ class InferenceCore:
         this frame from ``prob``, as the original). Returns ``np_masks`` (updated in place)."""
         self._check_frame(idx)
         prob_mask = self._prepare_mask(prob_mask, "update_mask_only mask")
-        self._masks[idx] = torch.argmax(prob_mask, dim=0).to("cpu", torch.uint8)
+        self._masks[idx] = hard_labels(prob_mask).to("cpu", torch.uint8)
         self._stale_masks.add(idx)
         return self._np_masks
 

@@ -27,7 +27,7 @@ from inference_core.core import InferenceCore
 from inference_core.frames import FrameSource, PaddedFrames
 from inference_core.memory_bank import PassMemory
 from inference_core.prob_store import ProbStore
-from model.aggregate import aggregate_wbg
+from model.aggregate import aggregate_wbg, hard_labels
 from model.batchnorm_fold import inference_network
 from util.memory import mapped_large_blocks
 from util.tensor_util import Pad, apply_pad, unpad
@@ -71,7 +71,7 @@ def frame_labels(prob: torch.Tensor, pad: Pad, size: tuple[int, int] | None = No
     prob = unpad(prob, pad)
     if size is not None and tuple(prob.shape[-2:]) != tuple(size):
         prob = F.interpolate(prob, size=tuple(size), mode="bilinear", align_corners=False)
-    idx = torch.argmax(prob, dim=0)[0].to("cpu", torch.uint8).numpy()
+    idx = hard_labels(prob)[0].to("cpu", torch.uint8).numpy()
     if label_values is None:
         return idx
     lut = np.zeros(256, np.uint8)

@@ -12,6 +12,7 @@ the S2M network (``DeepLabV3Plus.with_folded_batchnorm``) and f-BRS's fast featu
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable
 
 import torch
@@ -34,11 +35,46 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                         and not m.weight.is_contiguous()
                         for m in module.modules() if isinstance(m, nn.Conv2d))
     folded = fuse(module).eval()
+    _sum_into_convolution_outputs(folded)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded
+
+
+def add_into_first(fresh: torch.Tensor, other: torch.Tensor | float) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` when that is the same tensor (same shape and dtype as
+    the sum). Only for a ``fresh`` that nothing else reads: a convolution's output with one user."""
+    if (isinstance(other, torch.Tensor) and torch.broadcast_shapes(fresh.shape, other.shape) == fresh.shape
+            and torch.result_type(fresh, other) == fresh.dtype):
+        return fresh.add_(other)
+    return fresh + other
+
+
+def _sum_into_convolution_outputs(folded: nn.Module) -> None:
+    """Make the traced residual sums in place again.
+
+    ``torch.fx`` records ``out += identity`` as ``out = out + identity`` (a proxy has no in-place
+    add), so every residual block of a folded copy would write its sum into a new tensor: at 480p a
+    new 53 MB activation per block, faulted in page by page, ~3× the time of adding into the
+    convolution output just computed. The sum is the same either way, bit for bit.
+    """
+    graph = getattr(folded, "graph", None)
+    if graph is None:
+        return
+    modules = dict(folded.named_modules())
+    changed = False
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is not operator.add or len(node.args) != 2 or node.kwargs:
+            continue
+        first = node.args[0]
+        if (isinstance(first, torch.fx.Node) and first.op == "call_module" and len(first.users) == 1
+                and isinstance(modules.get(first.target), nn.Conv2d)):
+            node.target = add_into_first
+            changed = True
+    if changed:
+        folded.recompile()
 
 
 def cached_inference_view(net: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:

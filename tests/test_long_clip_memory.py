@@ -18,6 +18,10 @@ def test_top_k_readout_equals_dense_product(n, m, b, chunk_bytes):
     gathered = top_k_readout(mk, mv, qk, 50, chunk_bytes=chunk_bytes)
     assert gathered.shape == dense.shape == (b, 96, m)
     assert (gathered - dense).abs().max() < 1e-5
+    # the rows are gathered a bounded batch at a time: the batch size never changes a number
+    for gather_bytes in (1, 50 * 96 * 4 * 7, 1 << 30):
+        assert torch.equal(top_k_readout(mk, mv, qk, 50, chunk_bytes=chunk_bytes, gather_bytes=gather_bytes),
+                           gathered)
 
 
 def test_top_k_readout_needs_enough_memory():
