@@ -6,6 +6,7 @@ call; huge pages are requested for every process that imports ``util`` unless th
 """
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.batchnorm_fold import fold_batchnorm, inference_network
+from model.batchnorm_fold import add_into_first, fold_batchnorm, inference_network
 from model.propagation.prop_net import PropagationNetwork
 from model.s2m.s2m_network import deeplabv3plus_resnet50
 
@@ -56,6 +57,36 @@ def test_fold_batchnorm_same_function_source_untouched():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batchnorm(net.train())
+
+
+class _Residual(nn.Module):
+    """conv → BN, plus the input: the residual pattern, and a broadcasting sum that must not go in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.head, self.head_bn = nn.Conv2d(4, 1, 1), nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        out += x                               # traced as out + x
+        return self.head_bn(self.head(out)) + out   # 1 channel + 4 channels: a new tensor
+
+
+def test_folded_residual_sums_go_into_the_convolution_output():
+    torch.manual_seed(3)
+    net = _randomise_batchnorm(_Residual())
+    folded = fold_batchnorm(net)
+    targets = [n.target for n in folded.graph.nodes if n.op == "call_function"]
+    assert targets.count(add_into_first) == 2 and operator.add not in targets
+    x = torch.randn(2, 4, 10, 12)
+    with torch.no_grad():
+        assert (folded(x) - net(x)).abs().max().item() < 1e-5
+    fresh = torch.ones(1, 3)
+    assert add_into_first(fresh, torch.ones(2, 3)).shape == (2, 3) and fresh.sum() == 3     # broadcast: new
+    half = torch.ones(3, dtype=torch.bfloat16)
+    assert add_into_first(half, torch.ones(3)).dtype == torch.float32 and half.sum() == 3   # promoted: new
+    assert add_into_first(fresh, torch.ones(1, 3)) is fresh and fresh.sum() == 6            # in place
 
 
 def test_propagation_view_matches_and_shares(prop_net):

@@ -273,3 +273,19 @@ def test_rgb_masks_of_one_sequence_keep_ids_across_frames(tmp_path):
     mf = read_mask(_save(tmp_path / "1.png", later), known_colours=first.colours)
     assert mf.colours == {1: BLUE, 2: RED, 3: GREEN, 4: (255, 255, 255)}
     assert mf.labels[0, 0] == 3 and mf.labels[6, 3] == 2 and mf.labels[11, 0] == 4
+
+
+def test_hard_labels_are_argmax_first_on_ties():
+    """Label maps come from ``hard_labels`` (a fast argmax over the channels): same indices as
+    ``torch.argmax``, the first channel on ties."""
+    import torch
+
+    from model.aggregate import hard_labels
+    g = torch.Generator().manual_seed(0)
+    prob = torch.softmax(torch.randn(4, 1, 30, 40, generator=g), 0)
+    prob[:, 0, :5] = 0.25                     # a four-way tie: the first channel wins, as argmax
+    prob[2, 0, 5:8] = prob[3, 0, 5:8] = 0.9   # a tie between 2 and 3 above the rest
+    labels = hard_labels(prob)
+    assert labels.shape == (1, 30, 40) and labels.dtype == torch.int64
+    assert torch.equal(labels, torch.argmax(prob, dim=0))
+    assert (labels[0, :5] == 0).all() and (labels[0, 5:8] == 2).all()
