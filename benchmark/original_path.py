@@ -10,10 +10,12 @@ the same machine.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from model.propagation.memory import readout, scaled_affinity, top_k_softmax_
+from util.tensor_util import unpad
 
 
 class OriginalPath(nn.Module):
@@ -60,3 +62,14 @@ class OriginalPath(nn.Module):
     def get_attention(self, mk16: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor,
                       qk16: torch.Tensor) -> torch.Tensor:
         return self.net.get_attention(mk16, pos_mask, neg_mask, qk16)
+
+
+def label_every_frame(core) -> np.ndarray:
+    """The original's last step of an interaction: the hard mask of every frame of the video, whether
+    the pass changed it or not, by ``torch.argmax`` over the channels, un-padded → ``T×H×W`` uint8.
+
+    ``core``: an :class:`inference_core.InferenceCore`. The core itself relabels only the frames a
+    pass changed, with :func:`model.aggregate.hard_labels`; the labels are the same.
+    """
+    labels = torch.stack([torch.argmax(core.get_prob(t), dim=0) for t in range(core.t)])   # T×1×H'×W'
+    return unpad(labels, core.pad)[:, 0].to("cpu", torch.uint8).numpy()

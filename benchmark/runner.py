@@ -15,7 +15,7 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.modes import autocast_context, precision_kwargs
-from benchmark.original_path import OriginalPath
+from benchmark.original_path import OriginalPath, label_every_frame
 from benchmark.report import LONG_CLIP_TARGET_RSS, agreement_keys, time_metrics
 from benchmark.weights import load_networks
 from benchmark.workload import (KEY_FLOATS_PER_CELL, MEMORY_FLOATS_PER_CELL, TOP_K, ProceduralClip, agreement, fbrs_clicks, one_hot,
@@ -133,13 +133,14 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                 _sync(device)
                 start = time.perf_counter()
                 core.interact(mask, idx, bar.total, bar.step)
+                labels = label_every_frame(core) if mode == "orig" else core.np_masks.copy()
                 _sync(device)
                 elapsed = time.perf_counter() - start
             bar.finish()
             timings[f"{name}_s"] = elapsed
             timings[f"{name}_frames"] = n_frames
             timings[f"{name}_s_per_frame"] = elapsed / max(n_frames, 1)
-            masks[name] = core.np_masks.copy()
+            masks[name] = labels
 
         # S2M: one scribble interaction on a frame, all objects (the GUI's controller + aggregation)
         s2m = S2MController(nets["s2m"], k, ignore_class=255, device=device, **(s2m_kw or {}))
@@ -148,7 +149,8 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             _sync(device)
             start = time.perf_counter()
             prob = aggregate_wbg(s2m.interact(image, prev, scribbles), keep_bg=True)
-            labels = hard_labels(prob)[0]
+            # the original shows the result through update_mask_only: torch.argmax
+            labels = (torch.argmax(prob, dim=0) if mode == "orig" else hard_labels(prob))[0]
             _sync(device)
             timings["s2m_s"] = time.perf_counter() - start
         masks["s2m"] = unpad(labels.cpu().numpy().astype(np.uint8), pad)

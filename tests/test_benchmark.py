@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmark import report, workload  # noqa: E402
-from benchmark.original_path import OriginalPath  # noqa: E402
+from benchmark.original_path import OriginalPath, label_every_frame  # noqa: E402
 from util.precision import cpu_bf16_flags  # noqa: E402
 
 
@@ -206,6 +206,8 @@ def test_original_path_matches_the_network():
         core.interact(round1, 2)
         core.interact(round2, 0)      # frame 1 is fused between the two interactions
         probs.append(torch.stack([core.get_prob(t) for t in range(5)]))
+        # the original's relabelling of every frame gives the core's own labels
+        assert np.array_equal(label_every_frame(core), core.np_masks)
     assert (probs[0] - probs[1]).abs().max().item() < 1e-4
 
 
