@@ -87,11 +87,21 @@ def test_standin_reaches_its_recorded_held_out_score():
 
 
 @pytest.mark.parametrize("argv, flag", [(["--bn-freeze", "1.5"], "--bn-freeze 1.5"),
-                                        (["--warm", "0.7", "0.3"], "--warm 0.7 0.3")])
+                                        (["--warm", "0.7", "0.3"], "--warm 0.7 0.3"),
+                                        (["--train-objects", "0"], "--train-objects 0"),
+                                        (["--train-objects", "2", "300"], "--train-objects 2 300")])
 def test_bad_schedule_fractions_are_one_line_errors(tmp_path, capsys, argv, flag):
     assert make_standins.main(["--tiny", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {flag}:")
+
+
+def test_training_clips_cycle_through_the_object_counts_given():
+    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(
+        ["--tiny", "--train-objects", "3", "2", "--train-clips", "3"]))
+    clips = list(make_standins.training_clips(settings))
+    assert [c.num_objects for c in clips] == [3, 2, 3]
+    assert [len(np.unique(c.labels[0])) - 1 for c in clips] == [3, 2, 3]  # every object visible in frame 0
 
 
 def test_batchnorm_recalibration_uses_exact_statistics_of_whole_training_frames():
