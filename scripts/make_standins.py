@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-freeze", type=float, default=1.0, metavar="FRACTION",
                    help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction of "
                         "the run on (default 1: never; the statistics are recomputed after training)")
+    p.add_argument("--bn-freeze-exact", action="store_true",
+                   help="at --bn-freeze, first recompute the statistics on whole training frames (as after "
+                        "training), so the rest of the run trains against exact statistics instead of the "
+                        "noisy ones of two small crops")
     p.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
                    help="start every encoder bottleneck as the identity (last BatchNorm scale 0; default on)")
     p.add_argument("--freeze-encoders", action="store_true",
@@ -129,7 +133,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          # held-out clips: the top-50 memory read needs >= 50 positions at stride 16 (160×128: 80)
          "eval_size": [160, 128],
          "eval_frames": 5 if tiny else 16, "max_jump": args.max_jump,
-         "warm": list(args.warm), "bn_freeze": args.bn_freeze,
+         "warm": list(args.warm), "bn_freeze": args.bn_freeze, "bn_freeze_exact": args.bn_freeze_exact,
          "bn_recalibrate": args.bn_recalibrate, "zero_init_residual": args.zero_init_residual,
          "freeze_encoders": args.freeze_encoders, "train_precision": _train_precision(args.train_precision),
          "eval_every": args.eval_every, "objects": list(args.train_objects or [2, 3, 1]), "only": args.only,
@@ -145,6 +149,9 @@ def resolve_settings(args: argparse.Namespace) -> dict:
                  "fusion_crop", "fusion_separation", "s2m_iterations", "s2m_batch", "s2m_crop"):
         if s[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} {s[name]}: must be at least 1")
+    if s["only"] in (None, "propagation") and s["batch"] > s["train_clips"]:
+        raise ValueError(f"--batch {s['batch']}: more than the {s['train_clips']} training clips (one sample per "
+                         "clip and epoch); lower it or raise --train-clips")
     if not all(1 <= k <= 254 for k in s["objects"]):
         raise ValueError(f"--train-objects {' '.join(map(str, s['objects']))}: each count must be from 1 to 254 "
                          "(objects in a palette PNG)")
@@ -232,6 +239,7 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     generator = torch.Generator().manual_seed(settings["seed"])
     loader = DataLoader(dataset, settings["batch"], shuffle=True, drop_last=True, num_workers=0,
                         generator=generator)
+    _require_batches(loader, "--batch", "training clips")
     network = PropagationTrainingNetwork(single_object=False)
     if settings["zero_init_residual"]:
         zero_init_residual(network)
@@ -262,6 +270,8 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
     while it < iterations:
         for data in loader:
             if freeze_at is not None and it == freeze_at:
+                if settings.get("bn_freeze_exact"):
+                    recalibrate_batchnorm(network, settings)
                 trainer.frozen = True
                 trainer.train_mode()
                 log(f"it {it}: BatchNorm statistics frozen")
@@ -384,6 +394,13 @@ def _iou(gt: torch.Tensor, pred: torch.Tensor) -> float:
     return float(((gt & pred).sum() + 1) / ((gt | pred).sum() + 1))
 
 
+def _require_batches(loader, flag: str, what: str) -> None:
+    """One line instead of an endless loop when the samples cannot fill one batch (``drop_last``)."""
+    if len(loader) == 0:
+        raise ValueError(f"{flag} {loader.batch_size}: more than the {len(loader.dataset)} {what}; "
+                         f"lower it or raise --train-clips")
+
+
 def _fit(trainer, loader, iterations: int, name: str, train_iou, log) -> list[dict]:
     """Run ``trainer`` (a :class:`util.trainer.Trainer` whose ``compute`` keeps ``last_outputs``) for
     ``iterations`` over ``loader``, epoch after epoch; returns the learning curve (loss averaged since the
@@ -458,6 +475,7 @@ def train_fusion(settings: dict, data_root: Path, prop_path: Path, log=print) ->
     generator = torch.Generator().manual_seed(settings["seed"])
     loader = DataLoader(dataset, settings["fusion_batch"], shuffle=True, drop_last=True, num_workers=0,
                         generator=generator)
+    _require_batches(loader, "--fusion-batch", "fusion samples made from the training clips")
     network = FusionNet()
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings["fusion_lr"],
                                  weight_decay=1e-7)
@@ -535,6 +553,7 @@ def train_s2m(settings: dict, data_root: Path, log=print) -> tuple[torch.nn.Modu
     generator = torch.Generator().manual_seed(settings["seed"])
     loader = DataLoader(dataset, settings["s2m_batch"], shuffle=True, drop_last=True, num_workers=0,
                         generator=generator)
+    _require_batches(loader, "--s2m-batch", "S2M images made from the training clips")
     network = deeplabv3plus_resnet50(num_classes=1, output_stride=16)
     if settings["zero_init_residual"]:
         zero_init_residual(network)

@@ -89,11 +89,29 @@ def test_standin_reaches_its_recorded_held_out_score():
 @pytest.mark.parametrize("argv, flag", [(["--bn-freeze", "1.5"], "--bn-freeze 1.5"),
                                         (["--warm", "0.7", "0.3"], "--warm 0.7 0.3"),
                                         (["--train-objects", "0"], "--train-objects 0"),
-                                        (["--train-objects", "2", "300"], "--train-objects 2 300")])
+                                        (["--train-objects", "2", "300"], "--train-objects 2 300"),
+                                        (["--train-clips", "1", "--batch", "2"], "--batch 2")])
 def test_bad_schedule_fractions_are_one_line_errors(tmp_path, capsys, argv, flag):
     assert make_standins.main(["--tiny", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {flag}:")
+
+
+def test_bn_freeze_exact_recomputes_the_statistics_where_they_freeze(tmp_path, monkeypatch):
+    """--bn-freeze F --bn-freeze-exact: whole-frame statistics at iteration F·N, then BatchNorm in eval mode."""
+    calls = []
+    real = make_standins.recalibrate_batchnorm
+    monkeypatch.setattr(make_standins, "recalibrate_batchnorm",
+                        lambda net, settings: calls.append(net.training) or real(net, settings))
+    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(
+        ["--tiny", "--iterations", "2", "--bn-freeze", "0.5", "--bn-freeze-exact", "--train-clips", "2"]))
+    root = tmp_path / "clips"
+    make_standins.write_training_clips(root, settings)
+    torch.set_num_threads(2)
+    lines = []
+    network, _ = make_standins.train_propagation(settings, root, tmp_path, log=lines.append)
+    assert calls == [True] and "it 1: BatchNorm statistics frozen" in lines
+    assert not network.training  # frozen statistics: BatchNorm in eval mode for the rest of the run
 
 
 def test_training_clips_cycle_through_the_object_counts_given():
