@@ -82,13 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", type=float, nargs=2, default=(1.0, 1.0), metavar=("START", "END"),
                    help="hard-pixel bootstrapping: plain CE before START, top 15 %% from END (fractions of the "
                         "run; default 1 1: plain CE throughout, which followed held-out objects better)")
-    p.add_argument("--bn-freeze", type=float, default=1.0, metavar="FRACTION",
+    p.add_argument("--bn-freeze", type=float, default=0.3, metavar="FRACTION",
                    help="BatchNorm statistics frozen (eval mode, as inference uses them) from this fraction of "
-                        "the run on (default 1: never; the statistics are recomputed after training)")
-    p.add_argument("--bn-freeze-exact", action="store_true",
+                        "the run on (default 0.3; 1: never); the statistics are recomputed after training")
+    p.add_argument("--bn-freeze-exact", action=argparse.BooleanOptionalAction, default=True,
                    help="at --bn-freeze, first recompute the statistics on whole training frames (as after "
                         "training), so the rest of the run trains against exact statistics instead of the "
-                        "noisy ones of two small crops")
+                        "noisy ones of two small crops (default on; --no-bn-freeze-exact freezes the running "
+                        "averages of training)")
     p.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=True,
                    help="start every encoder bottleneck as the identity (last BatchNorm scale 0; default on)")
     p.add_argument("--freeze-encoders", action="store_true",
@@ -217,7 +218,9 @@ def train_propagation(settings: dict, data_root: Path, work: Path, log=print) ->
 
     class StandinTrainer(PropagationTrainer):
         """BatchNorm in training mode: from random init the running statistics mean nothing yet. From
-        ``bn_freeze`` on, the statistics are frozen so that the last iterations fit what inference uses."""
+        ``bn_freeze`` on, the statistics are frozen (with ``bn_freeze_exact``, first recomputed on whole
+        training frames), so that the rest of the run trains against the statistics inference uses instead
+        of those of a batch of two small crops."""
 
         frozen = False
         autocast = settings["train_precision"] == "bfloat16"
