@@ -8,7 +8,9 @@ test runs a real entry point on held-out generated clips (seeds no training clip
 * its J&F against what the inference core itself reaches on the same frames (same network, same
   schedule: any gap is the entry point's doing), and
 * that it follows the objects at all: J&F at least ``FOLLOW_FRACTION`` of the stand-in's recorded held-out
-  J&F.
+  J&F, and above what copying frame 0's mask to every frame scores on the same clip (what a path that does
+  not propagate would get). One clip's J&F varies widely around the recorded mean (0.25–0.79 over the six
+  held-out clips of the default stand-in), hence the fraction.
 
 The fusion and S2M stand-ins are judged against doing without them (the second round without fusion, the
 masks S2M starts from) and against their recorded held-out scores; the interactive DAVIS evaluator runs with
@@ -42,7 +44,7 @@ from util.palette import load_mask_png, save_mask_png  # noqa: E402
 # the entry point's J&F may differ from the core's on the same frames by rounding only
 SAME_JF = 0.01
 # "follows the objects": at least this share of the stand-in's recorded held-out J&F
-FOLLOW_FRACTION = 0.7
+FOLLOW_FRACTION = 0.5
 # below this recorded J&F the stand-in does not follow objects well enough to judge a path by
 MIN_USEFUL_JF = 0.3
 SIZE = (160, 128)  # W, H: 10×8 = 80 memory cells per frame (the top-50 read needs ≥ 50)
@@ -69,6 +71,11 @@ def _jf(clip: Clip, labels: np.ndarray) -> float:
     return float(evaluate_sequence(clip.labels[1:], labels[1:], clip.num_objects).JF)
 
 
+def _copied_first_mask(labels: np.ndarray) -> np.ndarray:
+    """Frame 0's labels on every frame: what not propagating at all scores."""
+    return np.repeat(labels[:1], len(labels), 0)
+
+
 def _write_png_frames(folder: Path, frames: np.ndarray) -> None:
     folder.mkdir(parents=True)
     for t, frame in enumerate(frames):
@@ -92,7 +99,8 @@ def test_propagate_py_follows_the_objects(standin, tmp_path):
     same_storage = propagate_clip(standin["net"], clip, prob_storage="uint16")
     assert (predicted == same_storage).mean() >= 0.999
     assert abs(jf - _jf(clip, same_storage)) <= SAME_JF
-    assert jf >= standin["floor"], (jf, standin["recorded"])
+    copied = _jf(clip, _copied_first_mask(clip.labels))
+    assert jf >= standin["floor"] and jf > copied, (jf, copied, standin["recorded"])
 
 
 def test_eval_davis_scores_what_the_core_reaches(standin, tmp_path):
@@ -108,7 +116,7 @@ def test_eval_davis_scores_what_the_core_reaches(standin, tmp_path):
     header, values = (out / "global_results-val.csv").read_text().strip().splitlines()[:2]
     reported = float(values.split(",")[header.split(",").index("J&F-Mean")])
 
-    ours, core = {}, {}
+    ours, core, copied = {}, {}, {}
     for seq, m in meta.items():
         jpgs = sorted((root / "JPEGImages" / "480p" / seq).glob("*.jpg"))
         frames = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in jpgs])
@@ -118,11 +126,13 @@ def test_eval_davis_scores_what_the_core_reaches(standin, tmp_path):
         # the official protocol: first and last frame excluded, means over all objects of all videos
         ours[seq] = eval_davis.score_video(gt, pred, clip.num_objects)
         core[seq] = eval_davis.score_video(gt, propagate_clip(standin["net"], clip), clip.num_objects)
+        copied[seq] = eval_davis.score_video(gt, _copied_first_mask(gt), clip.num_objects)
     ours = eval_davis.summarise(ours)["J&F-Mean"]
     theirs = eval_davis.summarise(core)["J&F-Mean"]
     assert abs(reported - ours) <= 1e-3, (reported, ours)
     assert abs(reported - theirs) <= SAME_JF, (reported, theirs)
-    assert reported >= standin["floor"], (reported, standin["recorded"])
+    copied = eval_davis.summarise(copied)["J&F-Mean"]
+    assert reported >= standin["floor"] and reported > copied, (reported, copied, standin["recorded"])
 
 
 def test_gui_free_paint_propagate_export_follows_the_objects(standin, tmp_path):
@@ -160,7 +170,8 @@ def test_gui_free_paint_propagate_export_follows_the_objects(standin, tmp_path):
     run(c.export(out, video=False))
     exported = np.stack([load_mask_png(out / "mask" / f"{t:05d}.png") for t in range(clip.num_frames)])
     jf = _jf(clip, exported)
-    assert jf >= standin["floor"], (jf, standin["recorded"])
+    copied = _jf(clip, _copied_first_mask(clip.labels))
+    assert jf >= standin["floor"] and jf > copied, (jf, copied, standin["recorded"])
 
 
 def _other_standin(standin: dict, name: str, file_name: str, loader) -> dict:
