@@ -328,9 +328,10 @@ def _train_iou(trainer, data) -> float:
 
 
 def recalibrate_batchnorm(net: torch.nn.Module, settings: dict) -> None:
-    """Precise BatchNorm: replace the running statistics of ``net`` (an inference
-    :class:`~model.propagation.prop_net.PropagationNetwork`, changed in place, left in eval mode) by exact
-    averages over the training clips at full frame size, as inference sees them.
+    """Precise BatchNorm: replace the running statistics of ``net`` (a
+    :class:`~model.propagation.prop_net.PropagationNetwork`, the inference one or the training one at
+    ``--bn-freeze``; changed in place, left in eval mode) by exact averages over the training clips at full
+    frame size, as inference sees them.
 
     Why: the statistics gathered while training are exponential averages over batches of two small crops
     taken while the weights were still moving; from random initialisation they lag the final weights and
