@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="stop training after this many minutes even before --iterations (default: no limit)")
     p.add_argument("--crop", type=int, default=None, help="training crop (default 96; tiny 64)")
-    p.add_argument("--batch", type=int, default=2, help="samples per iteration")
+    p.add_argument("--batch", type=int, default=None, help="samples per iteration (default 2)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (see --schedule)")
     p.add_argument("--schedule", choices=("step", "cosine"), default="step",
                    help="learning rate over the run: step (×0.1 at 80 %%, default) or cosine (to 0 at the end)")
@@ -127,7 +127,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     s = {"seed": args.seed, "tiny": tiny,
          "iterations": args.iterations if args.iterations is not None else (3 if tiny else 900),
          "crop": args.crop if args.crop is not None else (64 if tiny else 96),
-         "batch": args.batch if not tiny else 2, "lr": args.lr, "schedule": args.schedule, "minutes": args.minutes,
+         "batch": args.batch if args.batch is not None else 2, "lr": args.lr, "schedule": args.schedule, "minutes": args.minutes,
          "train_clips": args.train_clips if args.train_clips is not None else (3 if tiny else 48),
          "eval_clips": args.eval_clips if args.eval_clips is not None else (1 if tiny else 6),
          "clip_size": [160, 80] if tiny else [160, 128], "clip_frames": 6 if tiny else 12,

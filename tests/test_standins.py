@@ -128,7 +128,8 @@ def test_batchnorm_recalibration_uses_exact_statistics_of_whole_training_frames(
     from dataset.range_transform import im_normalization
     from model.propagation.prop_net import PropagationNetwork
 
-    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(["--tiny", "--train-clips", "1"]))
+    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(
+        ["--tiny", "--train-clips", "1", "--batch", "1"]))
     torch.manual_seed(0)
     net = PropagationNetwork().eval()
     bn = net.rgb_encoder.bn1
