@@ -19,7 +19,9 @@ from model.factory import load_fusion, load_propagation, load_s2m  # noqa: E402
 
 def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     out = tmp_path / "standins"
-    assert make_standins.main(["--tiny", "--iterations", "2", "--out", str(out), "--threads", "2"]) == 0
+    # --judge-bf16 on: the bf16 judgement runs (emulated where the CPU lacks bf16) and is recorded
+    assert make_standins.main(["--tiny", "--iterations", "2", "--out", str(out), "--threads", "2",
+                               "--judge-bf16", "on"]) == 0
     net = load_propagation(out / make_standins.PROP_FILE)  # strict: the official layout
     assert sum(p.numel() for p in net.parameters()) > 10 ** 6
     report = json.loads((out / make_standins.REPORT_FILE).read_text())
@@ -54,6 +56,18 @@ def test_tiny_run_writes_loadable_weights_and_held_out_scores(tmp_path, capsys):
     assert [row["it"] for row in again["fusion"]["curve"]] == [1]
     assert again["fusion"]["settings"]["fusion_iterations"] == 1
     assert (out / make_standins.PROP_FILE).read_bytes() == prop_bytes
+
+
+@pytest.mark.parametrize("flags, judge, expected", [((), "auto", ["float32"]),
+                                                   (("avx512_bf16",), "auto", ["float32", "bfloat16"]),
+                                                   (("amx_bf16",), "off", ["float32"]),
+                                                   ((), "on", ["float32", "bfloat16"])])
+def test_bf16_is_judged_where_it_could_be_a_default(monkeypatch, flags, judge, expected):
+    """By default bf16 is judged only on CPUs with native bf16 (elsewhere it is emulated, far slower than
+    float32, and never the default); --judge-bf16 on/off overrides."""
+    monkeypatch.setattr("util.precision.cpu_bf16_flags", lambda: flags)
+    settings = make_standins.resolve_settings(make_standins.build_parser().parse_args(["--judge-bf16", judge]))
+    assert settings["judge_precisions"] == expected
 
 
 def test_only_fusion_without_a_propagation_stand_in_is_one_line_error(tmp_path, capsys):
