@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("step", "cosine"), default="step",
                    help="learning rate over the run: step (×0.1 at 80 %%, default) or cosine (to 0 at the end)")
     p.add_argument("--train-clips", type=int, default=None, help="generated training clips (default 48)")
-    p.add_argument("--eval-clips", type=int, default=None, help="held-out clips every stand-in is judged on (default 24: one clip's J&F "
-                   "varies widely, and the mean of 6 moved by ±0.08 between sets of clips)")
+    p.add_argument("--eval-clips", type=int, default=None,
+                   help="held-out clips every stand-in is judged on (default 24: one clip's J&F varies widely, "
+                        "and the mean of 6 moved by ±0.08 between sets of clips)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--eval-every", type=int, default=0, help="held-out float32 J&F every N iterations (0: end only)")
     p.add_argument("--warm", type=float, nargs=2, default=(1.0, 1.0), metavar=("START", "END"),
