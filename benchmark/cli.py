@@ -32,8 +32,8 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.modes import MODES, available_modes
-from benchmark.report import (BASELINE, SCHEMA, TARGETS, agreement_keys, median_metrics, print_long_table,
-                              print_table, speedups)
+from benchmark.report import (BASELINE, SCHEMA, TARGETS, agreement_keys, flops_ratios, median_metrics,
+                              print_long_table, print_table, speedups)
 from benchmark.runner import log, run_worker, worker_main
 from benchmark.weights import write_weights
 from benchmark.workload import agreement
@@ -105,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--long-clip --prob-spill: in-memory budget of the memory bank's values in MiB; the "
                         "frames committed beyond it go to the same spill folder and the top-k readout reads "
                         "back only the rows it selects (default 256; -1 keeps the whole bank in memory)")
+    p.add_argument("--flops", action="store_true",
+                   help="also count each step's floating-point operations (convolutions, matrix products) in "
+                        "one more, untimed run per mode: the arithmetic each mode does, next to its time")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--_worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
@@ -114,6 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.reference is not None and not args.reference.is_dir():
         raise BenchmarkError(f"--reference {args.reference}: not a folder; pass the folder holding "
                              f"formula_weights.py, or leave it out for seeded random weights")
+    if args.long_clip and args.flops:
+        raise BenchmarkError("--flops: counts the arithmetic of the interactive workload; leave it out with "
+                             "--long-clip")
     if args.long_clip:
         frames, size, objects, window, runs = 1000, [854, 480], 3, 12, 1
         if args.tiny:
@@ -240,7 +246,8 @@ def run_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[str, A
     for run in range(args.runs):
         for mode in modes:
             log(f"== mode {mode}, run {run + 1}/{args.runs}: a fresh process ==", args.quiet)
-            cfg = dict(base_cfg, mode=mode, runs=1, masks_out=str(work / f"{mode}_run{run}_masks.npz"))
+            cfg = dict(base_cfg, mode=mode, runs=1, flops=args.flops and run == 0,
+                       masks_out=str(work / f"{mode}_run{run}_masks.npz"))
             r = run_worker(cfg, work)
             with np.load(cfg["masks_out"]) as z:
                 run_masks = {key: z[key] for key in z.files}
@@ -261,12 +268,18 @@ def run_clip(args, base_cfg, modes, work, config, skipped, notes) -> dict[str, A
         out_modes[mode] = {
             "precision_via": r["precision_via"], "allocator": r.get("allocator"), "runs": r["runs"], "median": med,
             "peak_rss_bytes": r["peak_rss_bytes"],
+            "flops": r.get("flops"),
             "speedup_vs_baseline": speedups(med, comparable),
             "agreement_with_fp32": {key: agreement(masks["fp32"][key], masks[mode][key])
                                     for key in agreement_keys(args.clicks)},
             "run_to_run_agreement": r["run_to_run_agreement"],
             "targets": TARGETS["fp32" if mode == "fp32" else "fast"],
         }
+    if args.flops and "orig" in out_modes:
+        for mode, r in out_modes.items():
+            # how much more arithmetic the original's compute path does than this mode: the speed-up a
+            # mode reaches at the same operations per second as the original path
+            r["flops_ratio_vs_orig"] = flops_ratios(out_modes["orig"]["flops"], r["flops"])
     return {"schema": SCHEMA, "config": config, "workload": results["fp32"]["workload"], "baseline": BASELINE,
             "modes": out_modes, "skipped": skipped, "notes": notes}
 

@@ -43,6 +43,13 @@ def speedups(values: dict[str, Any], comparable: bool) -> dict[str, float | None
     return out
 
 
+def flops_ratios(orig: dict[str, float] | None, mode: dict[str, float] | None) -> dict[str, float | None]:
+    """Per metric, the original path's floating-point operations over a mode's (None where either is
+    missing or zero)."""
+    orig, mode = orig or {}, mode or {}
+    return {m: round(orig[m] / mode[m], 3) if orig.get(m) and mode.get(m) else None for m in TIME_METRICS}
+
+
 def fmt_s(x: float | None) -> str:
     return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
 
@@ -79,6 +86,15 @@ def print_table(result: dict[str, Any]) -> None:
                 continue
             cells.append(fmt_s(val) + (f" ({sp:.2f}×)" if sp else ""))
         rows.append((labels[m], fmt_s(BASELINE[m]), *cells))
+    if any(result["modes"][m].get("flops") for m in modes):
+        for m in TIME_METRICS:
+            cells = []
+            for mode in modes:
+                r = result["modes"][mode]
+                count = (r.get("flops") or {}).get(m)
+                ratio = (r.get("flops_ratio_vs_orig") or {}).get(m)
+                cells.append("—" if count is None else f"{count / 1e9:.1f}" + (f" (orig: {ratio:.2f}×)" if ratio else ""))
+            rows.append((labels[m].split(",")[0] + ", GFLOP" + ("/frame" if m in ROUND_METRICS else ""), "—", *cells))
     rows.append(("peak RSS", "—", *[fmt_gb(result["modes"][m]["peak_rss_bytes"]) for m in modes]))
     if any(result["modes"][m].get("gpu_peak_allocated_bytes") is not None for m in modes):
         rows.append(("peak GPU memory (allocated)", "—",

@@ -2,13 +2,14 @@
 side that starts a worker and reads its result."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -86,8 +87,40 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     return clip_worker(cfg)
 
 
+class StepTimer:
+    """Wall-clock seconds of each workload step (device synchronised before and after)."""
+
+    def __init__(self, device: str):
+        self.device, self.values = device, {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        _sync(self.device)
+        start = time.perf_counter()
+        yield
+        _sync(self.device)
+        self.values[name] = time.perf_counter() - start
+
+
+class StepFlopCounter:
+    """Floating-point operations of each workload step (``torch.utils.flop_counter``: convolutions and
+    matrix products, the arithmetic that bounds a step's time), counted in an untimed run."""
+
+    def __init__(self, device: str):
+        self.device, self.values = device, {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter:
+            yield
+        self.values[name] = float(counter.get_total_flops())
+
+
 def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The timed workload: two interaction rounds, one S2M interaction, up to three f-BRS clicks."""
+    """The timed workload: two interaction rounds, one S2M interaction, up to three f-BRS clicks
+    (``cfg["flops"]``: one more, untimed run that counts each step's arithmetic)."""
     mode, device, quiet = cfg["mode"], cfg["device"], cfg["quiet"]
     k, t_len = cfg["objects"], cfg["frames"]
     clip = make_clip(num_frames=t_len, width=cfg["width"], height=cfg["height"], num_objects=k, seed=cfg["seed"])
@@ -116,12 +149,13 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         via = {key: "float32, original compute path" for key in via}
         core_kw = {"channels_last": False}
         prop_net = OriginalPath(nets["prop"])
+    fbrs_fp32 = False
 
-    keys = agreement_keys(len(clicks))
-    runs, first_masks, run_agreement, fbrs_fp32 = [], None, {key: 1.0 for key in keys}, False
-    for run in range(cfg["runs"]):
-        tag = f"[{mode} run {run + 1}/{cfg['runs']}]"
-        timings: dict[str, float] = {}
+    def workload(measure: StepTimer | StepFlopCounter, tag: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """One run of the whole workload; ``measure.step(name)`` wraps each step. Returns the per-step
+        values (per frame for the rounds) and the masks compared between modes."""
+        nonlocal fbrs_fp32
+        values: dict[str, float] = {}
         masks: dict[str, np.ndarray] = {}
         core = InferenceCore(prop_net, nets["fusion"], clip.frames, k, mem_profile=0,
                              mem_freq=cfg["mem_freq"], device=device, **(core_kw or {}))
@@ -129,37 +163,30 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             backward, forward = core.pass_bounds(idx)
             n_frames = forward - backward - 2
             bar = Progress(f"{tag} {name} @{idx}", quiet)
-            with autocast_context(mode, device, core_kw is not None):
-                _sync(device)
-                start = time.perf_counter()
+            with autocast_context(mode, device, core_kw is not None), measure.step(name):
                 core.interact(mask, idx, bar.total, bar.step)
                 labels = label_every_frame(core) if mode == "orig" else core.np_masks.copy()
-                _sync(device)
-                elapsed = time.perf_counter() - start
             bar.finish()
-            timings[f"{name}_s"] = elapsed
-            timings[f"{name}_frames"] = n_frames
-            timings[f"{name}_s_per_frame"] = elapsed / max(n_frames, 1)
+            values[f"{name}_s"] = measure.values[name]
+            values[f"{name}_frames"] = n_frames
+            values[f"{name}_s_per_frame"] = measure.values[name] / max(n_frames, 1)
             masks[name] = labels
 
         # S2M: one scribble interaction on a frame, all objects (the GUI's controller + aggregation)
         s2m = S2MController(nets["s2m"], k, ignore_class=255, device=device, **(s2m_kw or {}))
         image, prev = core.get_image(s2m_idx), core.get_mask(s2m_idx)
-        with torch.inference_mode(), autocast_context(mode, device, s2m_kw is not None):
-            _sync(device)
-            start = time.perf_counter()
+        with torch.inference_mode(), autocast_context(mode, device, s2m_kw is not None), measure.step("s2m"):
             prob = aggregate_wbg(s2m.interact(image, prev, scribbles), keep_bg=True)
             # the original shows the result through update_mask_only: torch.argmax
             labels = (torch.argmax(prob, dim=0) if mode == "orig" else hard_labels(prob))[0]
-            _sync(device)
-            timings["s2m_s"] = time.perf_counter() - start
+        values["s2m_s"] = measure.values["s2m"]
         masks["s2m"] = unpad(labels.cpu().numpy().astype(np.uint8), pad)
 
         # f-BRS: up to three clicks on one object (the first click starts the session)
         image = core.get_image(fbrs_idx)
         try:
-            fbrs_timings, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
-                                                use_autocast=not fbrs_fp32)
+            fbrs_values, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
+                                               use_autocast=not fbrs_fp32, measure=measure)
         except (TypeError, RuntimeError) as e:
             if mode in ("fp32", "orig") or fbrs_kw is not None or fbrs_fp32:
                 raise
@@ -167,25 +194,38 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             fbrs_fp32 = True
             via["fbrs"] = f"float32 (autocast failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})"
             log(f"{tag} f-BRS under autocast failed ({e}); f-BRS runs in float32 in this mode", quiet)
-            fbrs_timings, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
-                                                use_autocast=False)
-        timings.update(fbrs_timings)
+            fbrs_values, fbrs_masks = run_fbrs(nets["fbrs"], image, clicks, pad, mode, device, fbrs_kw,
+                                               use_autocast=False, measure=measure)
+        values.update(fbrs_values)
         masks.update(fbrs_masks)
-        log(f"{tag} " + ", ".join(f"{m} {timings[m]:.3f}" for m in time_metrics(len(clicks))), quiet)
+        del core, s2m
+        return values, masks
 
+    keys = agreement_keys(len(clicks))
+    runs, first_masks, run_agreement = [], None, {key: 1.0 for key in keys}
+    for run in range(cfg["runs"]):
+        tag = f"[{mode} run {run + 1}/{cfg['runs']}]"
+        timings, masks = workload(StepTimer(device), tag)
+        log(f"{tag} " + ", ".join(f"{m} {timings[m]:.3f}" for m in time_metrics(len(clicks))), quiet)
         runs.append(timings)
         if first_masks is None:
             first_masks = masks
         else:
             for key in keys:
                 run_agreement[key] = min(run_agreement[key], agreement(first_masks[key], masks[key]))
-        del core, s2m
+    flops = None
+    if cfg.get("flops"):
+        counted, _ = workload(StepFlopCounter(device), f"[{mode} arithmetic]")
+        # the same keys as the timings: floating-point operations per frame (rounds) or per step
+        flops = {m: counted[m] for m in time_metrics(len(clicks))}
+        log(f"[{mode} arithmetic] " + ", ".join(f"{m} {flops[m] / 1e9:.1f} GFLOP" for m in flops), quiet)
 
     np.savez_compressed(cfg["masks_out"], **first_masks)
     # on a GPU the memory that matters is the device's: the peak of the allocator (each mode runs in its
     # own process, so the peak is this mode's)
     gpu_peak = torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else None
     return {"mode": mode, "precision_via": via, "allocator": allocator_description(), "runs": runs,
+            "flops": flops,
             "peak_rss_bytes": peak_rss_bytes(),
             "gpu_peak_allocated_bytes": gpu_peak,
             "run_to_run_agreement": run_agreement,
@@ -195,19 +235,17 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_fbrs(net, image, clicks, pad, mode: str, device: str, fbrs_kw: dict | None,
-             use_autocast: bool) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The clicks through a fresh FBRSController: per-click latency and binary mask (un-padded)."""
+             use_autocast: bool, measure: StepTimer | StepFlopCounter) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The clicks through a fresh FBRSController: per-click value of ``measure`` and binary mask (un-padded)."""
     fbrs = FBRSController(net, device=device, **(fbrs_kw or {}))
-    timings, masks = {}, {}
+    values, masks = {}, {}
     for i, (x, y, positive) in enumerate(clicks, 1):
-        with autocast_context(mode, device, fbrs_kw is not None or not use_autocast):
-            _sync(device)
-            start = time.perf_counter()
+        name = f"fbrs_click{i}"
+        with autocast_context(mode, device, fbrs_kw is not None or not use_autocast), measure.step(name):
             out = fbrs.interact(image, float(x + pad[0]), float(y + pad[2]), positive)
-            _sync(device)
-            timings[f"fbrs_click{i}_s"] = time.perf_counter() - start
-        masks[f"fbrs_click{i}"] = unpad((out[0, 0] > 0.5).float().cpu().numpy().astype(np.uint8), pad)
-    return timings, masks
+        values[f"{name}_s"] = measure.values[name]
+        masks[name] = unpad((out[0, 0] > 0.5).float().cpu().numpy().astype(np.uint8), pad)
+    return values, masks
 
 
 

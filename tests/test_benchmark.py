@@ -42,7 +42,7 @@ def weights_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory, reference_dir, weights_dir):
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
-    proc = _run(["--tiny", "--threads", "1", "--precision", "fp32,orig,bf16", "--quiet", "--reference",
+    proc = _run(["--tiny", "--threads", "1", "--precision", "fp32,orig,bf16", "--flops", "--quiet", "--reference",
                  str(reference_dir), "--weights", str(weights_dir), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(out.read_text()), proc.stdout
@@ -92,6 +92,24 @@ def test_exact_mode_is_exact(tiny_result):
     assert fp32["precision_via"] == {"core": "float32", "s2m": "float32", "fbrs": "float32"}
     assert all(v == 1.0 for v in fp32["agreement_with_fp32"].values())
     assert all(v == 1.0 for v in fp32["run_to_run_agreement"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.reference
+def test_arithmetic_is_counted_per_step(tiny_result):
+    """--flops: each mode's floating-point operations per step; the exact path reuses the decoder's skip
+    branches and the query value's part in round 2, so it does less arithmetic there than the original
+    path, and the same where nothing is reused (S2M, f-BRS's first click)."""
+    result, stdout = tiny_result
+    for mode, r in result["modes"].items():
+        assert set(r["flops"]) == set(report.time_metrics(1))
+        assert all(v > 1e8 for v in r["flops"].values()), (mode, r["flops"])
+    ratio = result["modes"]["fp32"]["flops_ratio_vs_orig"]
+    assert ratio["round2_s_per_frame"] > 1.3
+    assert ratio["round1_s_per_frame"] >= 1.0
+    assert ratio["s2m_s"] == pytest.approx(1.0) and ratio["fbrs_click1_s"] == pytest.approx(1.0)
+    assert result["modes"]["orig"]["flops_ratio_vs_orig"]["round2_s_per_frame"] == 1.0
+    assert "round 2 fused, GFLOP/frame" in stdout
 
 
 @pytest.mark.slow
@@ -166,7 +184,8 @@ def test_workload_helpers():
 
 @pytest.mark.parametrize("args, flag", [(["--precision", "fp64"], "--precision fp64"),
                                         (["--device", "tpu"], "--device tpu"),
-                                        (["--runs", "0"], "--runs 0")])
+                                        (["--runs", "0"], "--runs 0"),
+                                        (["--long-clip", "--flops"], "--flops")])
 def test_bad_arguments_one_line(args, flag):
     proc = _run(args)
     assert proc.returncode == 2
