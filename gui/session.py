@@ -38,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem_profile", type=int, default=0,
                    help="0 - fastest, most GPU memory; 1; 2; 3 - slowest, least GPU memory. Default: 0")
     p.add_argument("--masks", help="optional folder of masks (palette PNGs); only sets --num_objects")
-    p.add_argument("--no_amp", action="store_true", help="float32 everywhere (no fp16 autocast on CUDA, no reduced-precision propagation)")
+    p.add_argument("--no_amp", action="store_true",
+                   help="float32 everywhere (no fp16 autocast on CUDA, no reduced precision on CPU)")
     p.add_argument("--precision", default=None,
-                   help="propagation precision: float32 (exact), bfloat16 (fast on CPUs with AVX-512-BF16/AMX), "
-                        "float16 (CUDA) or auto (the fast one for the device); default: float16 on CUDA, float32 on CPU")
+                   help="precision of all networks: float32 (exact), bfloat16 (fast on CPUs with "
+                        "AVX-512-BF16/AMX), float16 (CUDA) or auto (the fast one for the device); default: float16 "
+                        "on CUDA; on CPU float32, except S2M in bfloat16 where the CPU has native bf16 (measured "
+                        "without loss on trained weights)")
     p.add_argument("--resolution", type=int, default=480,
                    help="shorter side to work at; -1 keeps the original size. Exports are always at the "
                         "original size")
@@ -71,12 +74,20 @@ def resolve_device(name: str) -> torch.device:
         raise SessionError(f"--device {name}: {e}") from None
 
 
-def precision_text(device: torch.device, propagation: str, amp: bool) -> str:
-    """The line that tells the user where the networks run and in which precision."""
+def precision_text(device: torch.device, propagation: str, amp: bool, scribbles: str = "float32") -> str:
+    """The line that tells the user where the networks run and in which precision: propagation (and
+    fusion), scribbles (S2M) and clicks (f-BRS, which follows the propagation's choice: float32 is its
+    exact path, a reduced precision its BN-folded fast path, still float32 arithmetic)."""
     from util.precision import describe_compute
-    clicks = "float16 autocast" if amp else "float32"
-    return f"device {device}: propagation {describe_compute(device, propagation).split(', ', 1)[1]}, " \
-           f"clicks/scribbles {clicks}"
+
+    def how(precision: str) -> str:
+        return describe_compute(device, precision).split(", ", 1)[1]
+    if amp:
+        interactions = "scribbles and clicks float16 autocast"
+    else:
+        clicks = "float32 (exact)" if propagation == "float32" else "float32 (fast path, equal up to rounding)"
+        interactions = f"scribbles {how(scribbles)}, clicks {clicks}"
+    return f"device {device}: propagation {how(propagation)}, {interactions}"
 
 
 def resolve_propagation_precision(args: argparse.Namespace, device: torch.device) -> str:
@@ -85,6 +96,21 @@ def resolve_propagation_precision(args: argparse.Namespace, device: torch.device
     requested = args.precision if getattr(args, "precision", None) else default_precision(device)
     try:
         return resolve_device_precision(device, requested, no_amp=args.no_amp)[1]
+    except ValueError as e:
+        raise SessionError(f"--precision {args.precision}: {e}") from None
+
+
+def resolve_scribble_precision(args: argparse.Namespace, device: torch.device) -> str:
+    """The S2M network's precision. On CUDA the interaction networks run under the controller's fp16
+    autocast (the original's amp), so S2M itself is float32 there; on CPU ``--no_amp`` forces float32,
+    ``--precision P`` runs S2M in P as well, and otherwise S2M runs in its measured default
+    (:func:`util.precision.default_precision`: bfloat16 on CPUs with native bf16)."""
+    from util.precision import default_precision, resolve_device_precision
+    if device.type == "cuda" or args.no_amp:
+        return "float32"
+    requested = args.precision if getattr(args, "precision", None) else default_precision(device, "s2m")
+    try:
+        return resolve_device_precision(device, requested)[1]
     except ValueError as e:
         raise SessionError(f"--precision {args.precision}: {e}") from None
 
@@ -159,6 +185,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
     given to reuse already loaded ones (tests)."""
     device = resolve_device(args.device)
     precision = resolve_propagation_precision(args, device)   # checked before any frame is decoded
+    scribble_precision = resolve_scribble_precision(args, device)
     if args.num_objects is not None and args.num_objects < 1:
         raise SessionError(f"--num_objects {args.num_objects}: must be at least 1")
     if args.mem_freq < 1:
@@ -198,7 +225,7 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
                          prob_spill_dir=spill_dir,
                          memory_spill_dir=spill_dir, memory_ram_bytes=args.memory_ram_mb * 2 ** 20,
                          feature_cache_bytes=args.feature_cache_mb * 2 ** 20)
-    device_text = precision_text(device, core.precision, amp)
+    device_text = precision_text(device, core.precision, amp, scribble_precision)
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
@@ -209,7 +236,8 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
             fbrs_controller = None
     s2m_net = networks.s2m
     controller = AnnotationController(
-        core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device),
+        core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device,
+                                              precision=scribble_precision),
         fbrs_controller, workspace, log=log, amp=amp, device_text=device_text)
     return controller
 

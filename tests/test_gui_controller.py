@@ -15,7 +15,7 @@ import torch
 
 from gui.controller import AnnotationController, view_to_image
 from gui.jobs import run
-from gui.session import SessionError, open_session
+from gui.session import SessionError, open_session, resolve_scribble_precision
 from inference_core.interaction.s2m_controller import S2MController
 from model.aggregate import aggregate_sbg, aggregate_wbg
 from util.checkpoint import CheckpointError
@@ -82,8 +82,11 @@ def test_scribble_propagate_autosave(nets, clip, video, tmp_path):
         x, y = label_centroid(clip.labels[0], k)
         assert drawn[int(round(y)), int(round(x))] == k          # 3-px strokes of each object
     assert set(np.unique(drawn)) == {1, 2, 255}
-    # the shown mask is S2M on those scribbles, hard-aggregated (seeded weights: any labels)
-    s2m = S2MController(nets[0].s2m, 2, ignore_class=255)
+    # the shown mask is S2M on those scribbles, hard-aggregated (seeded weights: any labels), in the
+    # session's scribble precision (bfloat16 on CPUs with native bf16, else float32)
+    precision = resolve_scribble_precision(session_args(), torch.device("cpu"))
+    assert f"scribbles {precision}" in c.status_text()
+    s2m = S2MController(nets[0].s2m, 2, ignore_class=255, precision=precision)
     expected = aggregate_wbg(s2m.interact(c.core.get_image(0), c.core.get_mask(0) * 0, drawn), keep_bg=True,
                              hard=True)
     assert torch.allclose(c.frame.mask, expected)

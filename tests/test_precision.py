@@ -116,3 +116,80 @@ def test_the_core_uses_the_decision(native_bf16):
     assert (core.device, core.precision) == (torch.device("cpu"), "bfloat16")
     with pytest.raises(ValueError, match="float16 needs CUDA"):
         InferenceCore(PropagationNetwork(), None, frames, 1, device="cpu", precision="fp16")
+
+
+def test_defaults_per_network_follow_the_measured_evidence(native_bf16):
+    """Only S2M's bfloat16 met the bar for a default (≤ 0.5 points lost, ≥ 99.5 % of pixels kept on the
+    trained stand-ins); propagation and fusion stay float32 on CPU, and CUDA keeps the original's fp16."""
+    from util.precision import default_precision
+    assert default_precision("cpu") == default_precision("cpu", "propagation") == "float32"
+    assert default_precision("cpu", "fusion") == "float32"
+    assert default_precision("cpu", "s2m") == "bfloat16"
+    assert default_precision("cuda", "s2m") == default_precision("cuda") == "float16"
+    with pytest.raises(ValueError, match="unknown network 'fbrs'"):
+        default_precision("cpu", "fbrs")
+
+
+def test_no_reduced_default_without_native_bf16(no_bf16):
+    from util.precision import CPU_DEFAULTS, default_precision
+    assert {default_precision("cpu", n) for n in CPU_DEFAULTS} == {"float32"}
+
+
+@pytest.mark.parametrize("overrides, expected", [({}, "bfloat16"), ({"no_amp": True}, "float32"),
+                                                 ({"precision": "float32"}, "float32"),
+                                                 ({"precision": "bf16"}, "bfloat16"),
+                                                 ({"precision": "auto"}, "bfloat16")])
+def test_gui_scribbles_run_in_the_measured_default_unless_told(native_bf16, overrides, expected):
+    from gui.session import precision_text, resolve_propagation_precision, resolve_scribble_precision
+    from tests.helpers_gui import session_args
+    args = session_args(**overrides)
+    cpu = torch.device("cpu")
+    assert resolve_scribble_precision(args, cpu) == expected
+    propagation = resolve_propagation_precision(args, cpu)
+    assert propagation == ("float32" if overrides.get("precision") in (None, "float32") else "bfloat16")
+    # the user is told each network's precision
+    text = precision_text(cpu, propagation, False, expected)
+    assert text.startswith(f"device cpu: propagation {propagation}") and f"scribbles {expected}" in text
+    assert ("clicks float32 (exact)" in text) == (propagation == "float32")
+
+
+def test_gui_scribbles_on_cuda_follow_the_amp_switch(native_bf16):
+    from gui.session import precision_text, resolve_scribble_precision
+    from tests.helpers_gui import session_args
+    # on CUDA the controller's fp16 autocast covers S2M, which itself stays float32
+    assert resolve_scribble_precision(session_args(), torch.device("cuda")) == "float32"
+    assert "scribbles and clicks float16 autocast" in precision_text(torch.device("cuda"), "float16", True)
+
+
+def test_s2m_controller_runs_in_its_precision(monkeypatch):
+    """S2MController(precision="bfloat16") runs the network under bf16 autocast and returns float32
+    probabilities; float32 runs no autocast at all."""
+    import numpy as np
+
+    from inference_core.interaction.s2m_controller import S2MController
+    from model.s2m.s2m_network import deeplabv3plus_resnet50
+    torch.manual_seed(0)
+    net = deeplabv3plus_resnet50(num_classes=1, output_stride=16, pretrained_backbone=False).eval()
+    import inference_core.interaction.s2m_controller as s2m_controller
+    seen, folded = [], s2m_controller.inference_network
+
+    def recording(network):
+        def run(x):
+            out = folded(network)(x)
+            seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+            return out
+        return run
+    monkeypatch.setattr(s2m_controller, "inference_network", recording)
+    image = torch.randn(1, 3, 64, 64)
+    prev = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    scribbles = np.full((64, 64), 255, np.uint8)
+    scribbles[20:24, 10:40] = 1
+    outs = {}
+    for precision in ("float32", "bfloat16"):
+        with torch.inference_mode():
+            outs[precision] = S2MController(net, 1, device="cpu", precision=precision).interact(image, prev, scribbles)
+    assert seen[0] == (False, torch.float32) and seen[1] == (True, torch.bfloat16)
+    assert all(o.dtype == torch.float32 and o.shape == (1, 1, 64, 64) for o in outs.values())
+    assert not torch.equal(outs["float32"], outs["bfloat16"])
+    with pytest.raises(ValueError, match="precision must be"):
+        S2MController(net, 1, precision="fp64")

@@ -18,6 +18,7 @@ from torch import nn
 
 from model.aggregate import aggregate_wbg
 from model.batchnorm_fold import inference_network
+from util.precision import autocast_dtype, precision_name
 from util.tensor_util import pad_divide_by
 
 GUI_NO_SCRIBBLE = 255
@@ -96,22 +97,32 @@ class S2MController:
     """The GUI's scribble controller: image + previous hard mask + scribble canvas → object probabilities."""
 
     def __init__(self, s2m_net: nn.Module, num_objects: int, ignore_class: int = GUI_NO_SCRIBBLE,
-                 device: torch.device | str = "cpu", batch_size: int | None = None) -> None:
+                 device: torch.device | str = "cpu", batch_size: int | None = None,
+                 precision: str = "float32") -> None:
         self.s2m_net = s2m_net
         self.num_objects = num_objects
         self.ignore_class = ignore_class  # canvas value meaning "no scribble" (0 is the background label)
         self.device = device
         self.batch_size = batch_size
+        # "float32" (exact) or a reduced precision the network runs under autocast (util.precision)
+        self.precision = precision_name(precision)
+        self._autocast_dtype = autocast_dtype(self.precision)
 
     def interact(self, image: torch.Tensor, prev_mask: torch.Tensor,
                  scribbles: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``image`` 1×3×H'×W' (normalised, padded), ``prev_mask`` 1×H'×W' uint8 (padded hard labels),
         ``scribbles`` H×W uint8 at the true size (255 none, 0 background, k object k) →
-        ``K×1×H'×W'`` sigmoid probabilities (no background channel), on ``device``."""
+        ``K×1×H'×W'`` sigmoid probabilities (no background channel), float32 on ``device`` (computed in
+        ``precision``)."""
         image = image.to(self.device, non_blocking=True)
         prev_mask = prev_mask.to(self.device, non_blocking=True) if isinstance(prev_mask, torch.Tensor) else prev_mask
-        return scribbles_to_probabilities(self.s2m_net, image, prev_mask, scribbles, self.num_objects,
-                                          self.ignore_class, dilate=False, batch_size=self.batch_size)
+        if self._autocast_dtype is None:
+            return scribbles_to_probabilities(self.s2m_net, image, prev_mask, scribbles, self.num_objects,
+                                              self.ignore_class, dilate=False, batch_size=self.batch_size)
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=self._autocast_dtype):
+            prob = scribbles_to_probabilities(self.s2m_net, image, prev_mask, scribbles, self.num_objects,
+                                              self.ignore_class, dilate=False, batch_size=self.batch_size)
+        return prob.float()
 
 
 def davis_scribbles_to_mask(s2m_net: nn.Module, image: torch.Tensor, prev_mask: np.ndarray | torch.Tensor,
