@@ -64,6 +64,15 @@ class OriginalPath(nn.Module):
         return self.net.get_attention(mk16, pos_mask, neg_mask, qk16)
 
 
+def original_s2m(s2m_net: nn.Module, image: torch.Tensor, prev_mask: torch.Tensor, scribbles: np.ndarray,
+                 num_objects: int, no_scribble: int = 255) -> torch.Tensor:
+    """The original GUI's S2M step: the network (BatchNorm unfolded) once per object, on the same inputs
+    as :class:`inference_core.interaction.s2m_controller.S2MController` → ``K×1×H'×W'`` probabilities."""
+    from inference_core.interaction.s2m_controller import build_s2m_input
+    net_input = build_s2m_input(image, prev_mask, scribbles, num_objects, no_scribble)
+    return torch.cat([torch.sigmoid(s2m_net(net_input[i:i + 1])) for i in range(num_objects)], 0)
+
+
 def label_every_frame(core) -> np.ndarray:
     """The original's last step of an interaction: the hard mask of every frame of the video, whether
     the pass changed it or not, by ``torch.argmax`` over the channels, un-padded → ``T×H×W`` uint8.

@@ -16,7 +16,7 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.modes import autocast_context, precision_kwargs
-from benchmark.original_path import OriginalPath, label_every_frame
+from benchmark.original_path import OriginalPath, label_every_frame, original_s2m
 from benchmark.report import LONG_CLIP_TARGET_RSS, agreement_keys, time_metrics
 from benchmark.weights import load_networks
 from benchmark.workload import (KEY_FLOATS_PER_CELL, MEMORY_FLOATS_PER_CELL, TOP_K, ProceduralClip, agreement, fbrs_clicks, one_hot,
@@ -176,7 +176,8 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         s2m = S2MController(nets["s2m"], k, ignore_class=255, device=device, **(s2m_kw or {}))
         image, prev = core.get_image(s2m_idx), core.get_mask(s2m_idx)
         with torch.inference_mode(), autocast_context(mode, device, s2m_kw is not None), measure.step("s2m"):
-            prob = aggregate_wbg(s2m.interact(image, prev, scribbles), keep_bg=True)
+            prob = aggregate_wbg(original_s2m(nets["s2m"], image, prev, scribbles, k) if mode == "orig"
+                                 else s2m.interact(image, prev, scribbles), keep_bg=True)
             # the original shows the result through update_mask_only: torch.argmax
             labels = (torch.argmax(prob, dim=0) if mode == "orig" else hard_labels(prob))[0]
         values["s2m_s"] = measure.values["s2m"]

@@ -230,6 +230,27 @@ def test_original_path_matches_the_network():
     assert (probs[0] - probs[1]).abs().max().item() < 1e-4
 
 
+def test_original_s2m_matches_the_controller():
+    """The ``orig`` mode's S2M (one call per object, BatchNorm unfolded) gives the probabilities of the
+    controller's batched, folded call, up to float32 summation order."""
+    from benchmark.original_path import original_s2m
+    from inference_core.interaction.s2m_controller import S2MController
+    from model.s2m.s2m_network import deeplabv3plus_resnet50
+    from tests.helpers_weights import seeded_state_dict
+    net = deeplabv3plus_resnet50(num_classes=1, output_stride=16, pretrained_backbone=False).eval()
+    net.load_state_dict(seeded_state_dict("s2m"))
+    labels = np.zeros((48, 64), np.uint8)
+    labels[8:30, 6:28], labels[20:44, 34:60] = 1, 2
+    scribbles = workload.make_scribbles(labels, 2)
+    torch.manual_seed(0)
+    image, prev = torch.randn(1, 3, 48, 64), torch.zeros(1, 48, 64, dtype=torch.uint8)
+    with torch.inference_mode():
+        ours = S2MController(net, 2, ignore_class=255).interact(image, prev, scribbles)
+        theirs = original_s2m(net, image, prev, scribbles, 2)
+    assert ours.shape == theirs.shape == (2, 1, 48, 64)
+    assert (ours - theirs).abs().max().item() < 1e-4   # seeded weights: folding rounds a few 1e-5
+
+
 def test_runs_in_separate_processes_fold_into_one_result():
     """Each run is its own worker process; their results fold into the mode's: timings in run order,
     the largest peak, the lowest agreement with the first run's masks."""
