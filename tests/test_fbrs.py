@@ -108,9 +108,11 @@ def test_folded_copy_follows_weight_changes(seeded_fbrs):
         net.load_state_dict(seeded_fbrs.state_dict())
         folded = net(image, points, folded=True)["instances"]
         plain = seeded_fbrs(image, points)["instances"]
-    # folding batch norm into the convolutions changes only the float32 rounding
-    assert (folded - plain).abs().max().item() <= 1e-5 * plain.abs().max().item() + 1e-4
-    assert (before - plain).abs().max().item() > 1e-2  # the reload did change the output
+    # folding batch norm into the convolutions changes only the float32 rounding (on seeded weights the
+    # 50 layers amplify it to 2e-5 of the largest logit on an AVX-512 CPU without AMX)
+    tolerance = 1e-4 * plain.abs().max().item() + 1e-4
+    assert (folded - plain).abs().max().item() <= tolerance
+    assert (before - plain).abs().max().item() > 100 * tolerance  # the reload did change the output
 
 
 # ----------------------------------------------------------------------------- transforms
