@@ -74,7 +74,8 @@ def resolve_device(name: str) -> torch.device:
         raise SessionError(f"--device {name}: {e}") from None
 
 
-def precision_text(device: torch.device, propagation: str, amp: bool, scribbles: str = "float32") -> str:
+def precision_text(device: torch.device, propagation: str, amp: bool, scribbles: str = "float32",
+                   clicks_available: bool = True) -> str:
     """The line that tells the user where the networks run and in which precision: propagation (and
     fusion), scribbles (S2M) and clicks (f-BRS, which follows the propagation's choice: float32 is its
     exact path, a reduced precision its BN-folded fast path, still float32 arithmetic)."""
@@ -82,11 +83,13 @@ def precision_text(device: torch.device, propagation: str, amp: bool, scribbles:
 
     def how(precision: str) -> str:
         return describe_compute(device, precision).split(", ", 1)[1]
-    if amp:
-        interactions = "scribbles and clicks float16 autocast"
+    if not clicks_available:
+        clicks = "off (no --fbrs_model)"
+    elif amp:
+        clicks = "float16 autocast"
     else:
         clicks = "float32 (exact)" if propagation == "float32" else "float32 (fast path, equal up to rounding)"
-        interactions = f"scribbles {how(scribbles)}, clicks {clicks}"
+    interactions = f"scribbles {'float16 autocast' if amp else how(scribbles)}, clicks {clicks}"
     return f"device {device}: propagation {how(propagation)}, {interactions}"
 
 
@@ -225,7 +228,6 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
                          prob_spill_dir=spill_dir,
                          memory_spill_dir=spill_dir, memory_ram_bytes=args.memory_ram_mb * 2 ** 20,
                          feature_cache_bytes=args.feature_cache_mb * 2 ** 20)
-    device_text = precision_text(device, core.precision, amp, scribble_precision)
     if fbrs_controller is None and networks.fbrs is not None:
         try:
             from inference_core.interaction.fbrs_controller import FBRSController
@@ -234,6 +236,8 @@ def open_session(args, log: Callable[[str], None] | None = None, networks: Netwo
             fbrs_controller = FBRSController(networks.fbrs, device, precision=precision)
         except ImportError:
             fbrs_controller = None
+    device_text = precision_text(device, core.precision, amp, scribble_precision,
+                                 clicks_available=fbrs_controller is not None)
     s2m_net = networks.s2m
     controller = AnnotationController(
         core, frames, lambda k: S2MController(s2m_net, k, ignore_class=255, device=device,

@@ -158,7 +158,10 @@ def test_gui_scribbles_on_cuda_follow_the_amp_switch(native_bf16):
     from tests.helpers_gui import session_args
     # on CUDA the controller's fp16 autocast covers S2M, which itself stays float32
     assert resolve_scribble_precision(session_args(), torch.device("cuda")) == "float32"
-    assert "scribbles and clicks float16 autocast" in precision_text(torch.device("cuda"), "float16", True)
+    assert "scribbles float16 autocast, clicks float16 autocast" in precision_text(torch.device("cuda"), "float16", True)
+    # without an f-BRS model the line says clicks are off, not which precision they would run in
+    assert precision_text(torch.device("cpu"), "float32", False, clicks_available=False).endswith(
+        "clicks off (no --fbrs_model)")
 
 
 def test_s2m_controller_runs_in_its_precision(monkeypatch):
