@@ -106,8 +106,8 @@ class StepFlopCounter:
     """Floating-point operations of each workload step (``torch.utils.flop_counter``: convolutions and
     matrix products, the arithmetic that bounds a step's time), counted in an untimed run."""
 
-    def __init__(self, device: str):
-        self.device, self.values = device, {}
+    def __init__(self):
+        self.values = {}
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -216,7 +216,7 @@ def clip_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                 run_agreement[key] = min(run_agreement[key], agreement(first_masks[key], masks[key]))
     flops = None
     if cfg.get("flops"):
-        counted, _ = workload(StepFlopCounter(device), f"[{mode} arithmetic]")
+        counted, _ = workload(StepFlopCounter(), f"[{mode} arithmetic]")
         # the same keys as the timings: floating-point operations per frame (rounds) or per step
         flops = {m: counted[m] for m in time_metrics(len(clicks))}
         log(f"[{mode} arithmetic] " + ", ".join(f"{m} {flops[m] / 1e9:.1f} GFLOP" for m in flops), quiet)

@@ -93,14 +93,19 @@ def precision_text(device: torch.device, propagation: str, amp: bool, scribbles:
     return f"device {device}: propagation {how(propagation)}, {interactions}"
 
 
-def resolve_propagation_precision(args: argparse.Namespace, device: torch.device) -> str:
-    """``--precision`` / ``--no_amp`` → the propagation precision (util.precision decides the default)."""
+def _resolve_precision(args: argparse.Namespace, device: torch.device, network: str) -> str:
+    """``--precision`` / ``--no_amp`` → the precision of ``network`` (util.precision decides the default)."""
     from util.precision import default_precision, resolve_device_precision
-    requested = args.precision if getattr(args, "precision", None) else default_precision(device)
+    requested = args.precision if getattr(args, "precision", None) else default_precision(device, network)
     try:
         return resolve_device_precision(device, requested, no_amp=args.no_amp)[1]
     except ValueError as e:
         raise SessionError(f"--precision {args.precision}: {e}") from None
+
+
+def resolve_propagation_precision(args: argparse.Namespace, device: torch.device) -> str:
+    """``--precision`` / ``--no_amp`` → the propagation precision (util.precision decides the default)."""
+    return _resolve_precision(args, device, "propagation")
 
 
 def resolve_scribble_precision(args: argparse.Namespace, device: torch.device) -> str:
@@ -108,14 +113,9 @@ def resolve_scribble_precision(args: argparse.Namespace, device: torch.device) -
     autocast (the original's amp), so S2M itself is float32 there; on CPU ``--no_amp`` forces float32,
     ``--precision P`` runs S2M in P as well, and otherwise S2M runs in its measured default
     (:func:`util.precision.default_precision`: bfloat16 on CPUs with native bf16)."""
-    from util.precision import default_precision, resolve_device_precision
-    if device.type == "cuda" or args.no_amp:
+    if device.type == "cuda":
         return "float32"
-    requested = args.precision if getattr(args, "precision", None) else default_precision(device, "s2m")
-    try:
-        return resolve_device_precision(device, requested)[1]
-    except ValueError as e:
-        raise SessionError(f"--precision {args.precision}: {e}") from None
+    return _resolve_precision(args, device, "s2m")
 
 
 def _spill_dir(workspace: Workspace) -> Path | None:
